@@ -1,0 +1,71 @@
+// The HTTP(S) server: Boost.Beast, asynchronous, one io_context. It only moves bytes: every
+// response comes from a Handler, a pure function of the request. Keep-alive and pipelining,
+// limits on headers (431) and bodies (413), a deadline for a request's headers (slow clients are
+// closed), a connection cap past which the least recently active idle connection is closed, gzip
+// for clients that accept it, and graceful shutdown.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/system/result.hpp>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace nodemeter::api {
+
+namespace http = boost::beast::http;
+using Request = http::request<http::string_body>;
+using Response = http::response<http::string_body>;
+
+// Called on the server's thread for every complete request. Must not block for long.
+using Handler = std::function<Response(const Request&)>;
+
+// Told about every response, for self metrics (path without the query, status, duration).
+using ResponseObserver =
+    std::function<void(std::string_view path, unsigned status, std::chrono::nanoseconds elapsed)>;
+
+struct ServerOptions {
+  std::vector<std::string> listen;  // "127.0.0.1:10261", "[::1]:0", ":10261" (all addresses)
+  std::vector<int> inherited_fds;   // listening sockets handed over (systemd socket activation)
+  size_t max_connections = 16384;
+  size_t header_limit_bytes = 16 * 1024;
+  size_t body_limit_bytes = 1024 * 1024;
+  std::chrono::milliseconds header_timeout{10'000};  // whole request head must arrive by then
+  std::chrono::milliseconds idle_timeout{120'000};   // keep-alive connection with no request
+  std::chrono::milliseconds write_timeout{30'000};   // a client that does not read its response
+  size_t gzip_min_bytes = 1024;                      // smaller bodies are sent as they are
+  std::shared_ptr<boost::asio::ssl::context> tls;    // serve HTTPS when set
+};
+
+// Parses "host:port", "[v6]:port" or ":port"; the error names the value.
+boost::system::result<boost::asio::ip::tcp::endpoint, std::string> parse_listen_address(
+    const std::string& value);
+
+class Server {
+ public:
+  Server(boost::asio::io_context& io, ServerOptions options, Handler handler,
+         ResponseObserver observer = {});
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds and starts accepting. The error is one sentence naming the address.
+  boost::system::result<void, std::string> start();
+  // The bound endpoints (with the real port when 0 was asked), in the order of options.listen.
+  std::vector<boost::asio::ip::tcp::endpoint> local_endpoints() const;
+  // Stops accepting, lets in-flight responses finish, closes idle connections; calls done after
+  // the last connection closed (or after grace, closing the rest).
+  void shutdown(std::chrono::milliseconds grace, std::function<void()> done);
+  size_t connection_count() const;
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace nodemeter::api
