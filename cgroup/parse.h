@@ -21,8 +21,8 @@ ParseResult<uint64_t> parse_single_value(std::string_view text);
 ParseResult<std::optional<uint64_t>> parse_max_or_value(std::string_view text);
 
 // "key value\n" lines (cpu.stat, memory.stat, memory.events, cpuacct.stat, v1 cpu.stat).
-// Calls on_entry(key, value) for each line; stops at the first malformed line and returns its error.
-// Blank lines are skipped. The keys passed are views into text.
+// Calls on_entry(key, value) for each line; stops at the first malformed line and returns its
+// error. Blank lines are skipped. The keys passed are views into text.
 template <class OnEntry>
 ParseResult<void> parse_flat_keyed(std::string_view text, OnEntry&& on_entry);
 
@@ -40,6 +40,38 @@ ParseResult<CpuacctStat> parse_cpuacct_stat(std::string_view text, uint64_t user
 // PSI: "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=... total=...\n".
 // A file with only a "some" line (root cpu.pressure on older kernels) is valid.
 ParseResult<Psi> parse_psi(std::string_view text);
+
+// The aggregate "cpu " line of /proc/stat (USER_HZ ticks) in nanoseconds. Columns a kernel does
+// not print (older kernels stop after idle, iowait, ...) read as 0. guest and guest_nice are
+// already counted in user and nice, so they are not added again.
+struct ProcStatCpu {
+  uint64_t user_ns = 0;
+  uint64_t nice_ns = 0;
+  uint64_t system_ns = 0;
+  uint64_t idle_ns = 0;
+  uint64_t iowait_ns = 0;
+  uint64_t irq_ns = 0;
+  uint64_t softirq_ns = 0;
+  uint64_t steal_ns = 0;
+  uint64_t total_ns = 0;  // user + nice + system + idle + iowait + irq + softirq + steal
+  uint64_t busy_ns = 0;   // total - idle - iowait: node CPU usage where the root has no cpu.stat
+};
+ParseResult<ProcStatCpu> parse_proc_stat_cpu(std::string_view text, uint64_t user_hz = 100);
+
+// /proc/meminfo: "Key:   123 kB" lines, in bytes. Keys the kernel does not print stay absent;
+// other keys are skipped.
+struct Meminfo {
+  std::optional<uint64_t> mem_total_bytes;
+  std::optional<uint64_t> mem_free_bytes;
+  std::optional<uint64_t> mem_available_bytes;
+  std::optional<uint64_t> buffers_bytes;
+  std::optional<uint64_t> cached_bytes;
+  std::optional<uint64_t> active_file_bytes;    // Active(file)
+  std::optional<uint64_t> inactive_file_bytes;  // Inactive(file)
+  std::optional<uint64_t> swap_total_bytes;
+  std::optional<uint64_t> swap_free_bytes;
+};
+ParseResult<Meminfo> parse_meminfo(std::string_view text);
 
 // Nested keyed (io.stat, memory.numa_stat): "<key> k1=v1 k2=v2 ...". Calls on_entry(key, subkey,
 // value) for each pair; stops at the first malformed line.

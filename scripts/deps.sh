@@ -8,7 +8,7 @@ set -euo pipefail
 build=(g++ cmake make pkg-config libboost1.81-dev prometheus-cpp-dev nlohmann-json3-dev
        libsystemd-dev libssl-dev zlib1g-dev)
 test=(catch2 libbenchmark-dev prometheus curl procps python3 openssl clang libclang-rt-14-dev
-      qemu-system-x86 busybox-static cpio)
+      qemu-system-x86 busybox-static cpio xz-utils nodejs)
 bench=(nginx-light wrk systemd hyperfine)
 
 case "${1:-build}" in
@@ -17,6 +17,11 @@ case "${1:-build}" in
   bench) want=("${build[@]}" "${test[@]}" "${bench[@]}") ;;
   *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac
+
+# npm comes with NodeSource's nodejs where that is installed; Debian's own nodejs needs Debian's npm.
+if [ "${1:-build}" != build ] && ! command -v npm >/dev/null 2>&1; then
+  want+=(npm)
+fi
 
 missing=()
 for p in "${want[@]}"; do
