@@ -40,15 +40,15 @@ struct ContainerSnapshot {
   std::string id;    // runtime container id (64 hex)
   cgroup::Runtime runtime = cgroup::Runtime::kUnknown;
   std::optional<WallTime> start_time;
-  std::optional<Sample> latest;       // last good read; may be older than this pass (see stale)
-  bool stale = false;                 // the last pass could not read it
-  std::optional<WindowUsage> usage;   // absent until two samples (or start + one) exist
+  std::optional<Sample> latest;      // last good read; may be older than this pass (see stale)
+  bool stale = false;                // the last pass could not read it
+  std::optional<WindowUsage> usage;  // absent until two samples (or start + one) exist
 };
 
 struct PodSnapshot {
   std::string uid;
-  std::string name;       // from the pod source; the uid where unknown
-  std::string namespace_; // empty where unknown
+  std::string name;        // from the pod source; the uid where unknown
+  std::string namespace_;  // empty where unknown
   std::map<std::string, std::string> labels;
   std::string phase = "Running";
   cgroup::QosClass qos = cgroup::QosClass::kBestEffort;
