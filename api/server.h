@@ -50,6 +50,7 @@ class Server {
  public:
   Server(boost::asio::io_context& io, ServerOptions options, Handler handler,
          ResponseObserver observer = {});
+  // Closes everything at once. Destroy on the io thread or once the io_context stopped running.
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -59,8 +60,10 @@ class Server {
   // The bound endpoints (with the real port when 0 was asked), in the order of options.listen.
   std::vector<boost::asio::ip::tcp::endpoint> local_endpoints() const;
   // Stops accepting, lets in-flight responses finish, closes idle connections; calls done after
-  // the last connection closed (or after grace, closing the rest).
+  // the last connection closed (or after grace, closing the rest). Callable from any thread;
+  // done runs on the io_context's thread.
   void shutdown(std::chrono::milliseconds grace, std::function<void()> done);
+  // Open connections; readable from any thread.
   size_t connection_count() const;
 
  private:
