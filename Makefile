@@ -31,7 +31,7 @@ test: test-deps $(BUILD)/CMakeCache.txt
 bench:
 	@scripts/deps.sh bench
 	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
-	@cmake --build $(BUILD) -j $(JOBS)
+	@cmake --build $(BUILD) -j $(JOBS) --target all nodemeter_microbench
 	@bench/run.sh $(BUILD)
 
 format:

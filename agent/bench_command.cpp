@@ -1102,12 +1102,12 @@ Output: an aligned table on stdout, or with --json one JSON object:
                        file, method ("open+read+close", "openat", "pread"), cgroups (that have
                        the file), reads (timed), errors, p50_ns, p90_ns, p99_ns, max_ns
   pass               null (--passes 0), or the agent's collection pass over the pod and container
-                     cgroups: pods, containers, cgroups, passes, median_ns, min_ns, max_ns (of the
-                     agent's pass: scan, read, parse, store, snapshot; wall time), cpu_median_ns
-                     (its CPU time, user + system), floor_files (the files every
-                     pass needs), floor_median_ns {pread, openat, open+read+close} (those files read
-                     over the same cgroups without parsing; null without pods), ratio (median_ns /
-                     the pread floor; null without pods)
+                     cgroups: pods, containers, cgroups, passes, median_ns, min_ns, max_ns (wall
+                     time of the agent's pass: scan, read, parse, store, snapshot), cpu_median_ns
+                     (its CPU time, user + system), floor_files (the files every pass needs),
+                     floor_median_ns {pread, openat, open+read+close} (those files read over the
+                     same cgroups without parsing; null without pods), ratio (median_ns / the
+                     pread floor; null without pods)
   interrupted        true when SIGINT/SIGTERM cut the run short
 Exit status: 0; 1 when it cannot run here (no cgroups, no permission); 2 for a bad flag;
 128 + the signal when interrupted (after removing everything --create made).
@@ -1149,7 +1149,8 @@ FlagSet bench_flags(BenchOptions& o, bool& iterations_given) {
           "", [&o](std::string_view v) { return parse_count(v, o.create, false); });
   f.value("burners", "K", "with --create: K busy processes in some of the containers", "0",
           [&o](std::string_view v) { return parse_count(v, o.burners, true); });
-  f.value("containerd-state-dir", "PATH", "containerd's task state directory (names, as the agent)",
+  f.value("containerd-state-dir", "PATH",
+          "containerd's task state directory (pod and container names, as for the agent)",
           "/run/containerd/io.containerd.runtime.v2.task/k8s.io", [&o](std::string_view v) {
             o.containerd_state_dir = v;
             return std::string();
