@@ -66,6 +66,16 @@ api::Response health_answer(const api::Request& req, std::string_view endpoint,
 
 }  // namespace
 
+std::shared_ptr<const std::string> RenderCache::get(
+    const api::SnapshotPtr& snap, const std::function<std::string(const api::Snapshot&)>& render) {
+  std::lock_guard lock(mu_);
+  if (snap != snapshot_ || !body_) {
+    body_ = std::make_shared<const std::string>(render(*snap));
+    snapshot_ = snap;
+  }
+  return body_;
+}
+
 int64_t steady_ns(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
 }
@@ -142,10 +152,18 @@ api::Response AgentRoutes::operator()(const api::Request& req) const {
       empty.scrape_error = true;
       api::GoTextSerializer::render(body, api::resource_families(empty));
     } else if (path == "/metrics/resource") {
-      body.reserve(256 * (snap->pods.size() + 4));
-      api::GoTextSerializer::render(body, api::resource_families(*snap));
+      body = *resource_cache->get(snap, [](const api::Snapshot& s) {
+        std::string out;
+        out.reserve(640 * (s.pods.size() + 4));
+        api::GoTextSerializer::render(out, api::resource_families(s));
+        return out;
+      });
     } else {
-      api::GoTextSerializer::render(body, api::cadvisor_families(*snap));
+      body = *cadvisor_cache->get(snap, [](const api::Snapshot& s) {
+        std::string out;
+        api::GoTextSerializer::render(out, api::cadvisor_families(s));
+        return out;
+      });
     }
     return text(req, http::status::ok, std::move(body), api::kExpositionContentType);
   }

@@ -5,6 +5,8 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -25,6 +27,20 @@ struct HealthState {
 
 int64_t steady_ns(std::chrono::steady_clock::time_point t);
 
+// The exposition of one snapshot, rendered once: snapshots are immutable and published once per
+// pass, so every scrape between two passes is answered with the same bytes.
+class RenderCache {
+ public:
+  // Returns the body for snap, calling render(snap) only for a snapshot not seen last time.
+  std::shared_ptr<const std::string> get(
+      const api::SnapshotPtr& snap, const std::function<std::string(const api::Snapshot&)>& render);
+
+ private:
+  std::mutex mu_;
+  api::SnapshotPtr snapshot_;
+  std::shared_ptr<const std::string> body_;
+};
+
 struct AgentRoutes {
   std::function<api::SnapshotPtr()> snapshot;
   SelfMetrics* metrics = nullptr;
@@ -33,6 +49,8 @@ struct AgentRoutes {
   std::chrono::nanoseconds interval{std::chrono::seconds{5}};
   std::chrono::nanoseconds window{std::chrono::seconds{15}};
   api::MetricsApiOptions metrics_api;
+  std::shared_ptr<RenderCache> resource_cache = std::make_shared<RenderCache>();
+  std::shared_ptr<RenderCache> cadvisor_cache = std::make_shared<RenderCache>();
 
   api::Response operator()(const api::Request& request) const;
 };

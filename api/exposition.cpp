@@ -128,18 +128,19 @@ void append_go_float(std::string& out, double f) {
     if (!es.empty() && es.front() == '+') es.remove_prefix(1);
     std::from_chars(es.data(), es.data() + es.size(), exp);
   }
-  std::string digits;  // all significant digits, no point
-  digits.reserve(mantissa.size());
+  char digits[32];  // all significant digits, no point (at most 17)
+  size_t n = 0;
   for (char c : mantissa) {
-    if (c != '.') digits += c;
+    if (c != '.' && n < sizeof digits) digits[n++] = c;
   }
+  const std::string_view d(digits, n);
   if (negative) out += '-';
   // Go's 'g' with the shortest precision: %e when exp < -4 || exp >= 6, else %f.
   if (exp < -4 || exp >= 6) {
-    out += digits[0];
-    if (digits.size() > 1) {
+    out += d[0];
+    if (n > 1) {
       out += '.';
-      out.append(digits, 1);
+      out.append(d.substr(1));
     }
     out += 'e';
     out += exp < 0 ? '-' : '+';
@@ -151,17 +152,17 @@ void append_go_float(std::string& out, double f) {
   if (exp < 0) {
     out += "0.";
     out.append(static_cast<size_t>(-exp - 1), '0');
-    out += digits;
+    out.append(d);
     return;
   }
   const size_t int_digits = static_cast<size_t>(exp) + 1;
-  if (digits.size() <= int_digits) {
-    out += digits;
-    out.append(int_digits - digits.size(), '0');
+  if (n <= int_digits) {
+    out.append(d);
+    out.append(int_digits - n, '0');
   } else {
-    out.append(digits, 0, int_digits);
+    out.append(d.substr(0, int_digits));
     out += '.';
-    out.append(digits, int_digits);
+    out.append(d.substr(int_digits));
   }
 }
 
