@@ -20,8 +20,14 @@ bool usable(const ContainerSnapshot& c, const Snapshot& snap) {
   return true;
 }
 
-ResourceUsage usage_of(const WindowUsage& w) {
-  return ResourceUsage{w.nano_cores, w.working_set_bytes, w.swap_bytes};
+// The swap key appears only where the node has swap (kubectl top --show-swap reads it); cgroup v1
+// reports swap 0 through memsw accounting even on nodes without any.
+bool node_has_swap(const Snapshot& snap) {
+  return snap.node.latest && snap.node.latest->memory.swap_bytes.has_value();
+}
+
+ResourceUsage usage_of(const WindowUsage& w, bool with_swap) {
+  return ResourceUsage{w.nano_cores, w.working_set_bytes, with_swap ? w.swap_bytes : std::nullopt};
 }
 
 // --- request parsing ---------------------------------------------------------------------------
@@ -520,8 +526,11 @@ void MetricsView::add(const Snapshot& snap) {
   if (!node.name.empty()) {
     known_nodes.insert(node.name);
     if (node.usage) {
-      NodeMetricsItem item{
-          node.name, {}, node.usage->timestamp, node.usage->window, usage_of(*node.usage)};
+      NodeMetricsItem item{node.name,
+                           {},
+                           node.usage->timestamp,
+                           node.usage->window,
+                           usage_of(*node.usage, node_has_swap(snap))};
       const auto pos =
           std::lower_bound(nodes.begin(), nodes.end(), item.name,
                            [](const auto& n, const std::string& name) { return n.name < name; });
@@ -540,7 +549,8 @@ void MetricsView::add(const Snapshot& snap) {
         complete = false;
         break;
       }
-      item.containers.push_back(ContainerMetricsItem{c.name, usage_of(*c.usage)});
+      item.containers.push_back(
+          ContainerMetricsItem{c.name, usage_of(*c.usage, node_has_swap(snap))});
       if (!earliest || c.usage->timestamp < earliest->timestamp) earliest = &*c.usage;
     }
     if (!complete || item.containers.empty()) continue;

@@ -85,6 +85,7 @@ Snapshot fixture() {
   s.node.name = "node-1";
   s.node.start_time = kT0 - 86400s;
   s.node.latest = sample(kT0 + 30s, 123'456'789'000'000, 749'785'088);
+  s.node.latest->memory.swap_bytes = 1'048'576;  // this node has swap: usage carries the key
   s.node.usage = usage(kT0 + 30s, 10'043ms, 487'558'164, 749'785'088, 1'048'576);
 
   auto coredns = container("coredns", usage(kT0 + 20s, 90s, 1'500'000, 12'582'912, 4096));
@@ -354,4 +355,23 @@ TEST_CASE("Go wire formats: durations, times, strings, queries", "[metricsapi]")
   CHECK(query_param("fieldSelector=", "fieldSelector") == "");
   CHECK_FALSE(query_param("a=1", "labelSelector").has_value());
   CHECK(split_target("/apis/x%2Dy?a=%41").path == "/apis/x-y");
+}
+
+TEST_CASE("the swap key appears only where the node has swap", "[metricsapi]") {
+  Snapshot s;
+  s.taken_at = kT0 + 31s;
+  s.window = 30s;
+  s.node.name = "no-swap-node";
+  s.node.latest = sample(kT0 + 31s, 1'000'000'000, 1'048'576);  // no swap_bytes: SwapTotal is 0
+  s.node.usage = usage(kT0 + 31s, 15s, 1'000'000, 1'048'576, 0);
+  // cgroup v1 memsw accounting reports swap 0 for containers even without swap.
+  s.pods = {pod("default", "web", {}, {container("app", usage(kT0 + 31s, 15s, 250'000'000, 4096, 0))})};
+  const MetricsView v = make_metrics_view(s);
+  REQUIRE(v.nodes.size() == 1);
+  CHECK_FALSE(v.nodes[0].usage.swap_bytes.has_value());
+  REQUIRE(v.pods.size() == 1);
+  CHECK_FALSE(v.pods[0].containers.at(0).usage.swap_bytes.has_value());
+  s.node.latest->memory.swap_bytes = 0;  // swap configured, none in use: the key shows 0
+  const MetricsView with = make_metrics_view(s);
+  CHECK(with.pods[0].containers.at(0).usage.swap_bytes == 0u);
 }
