@@ -202,6 +202,29 @@ def main():
             check(series(gone, "resource_scrape_error") == (0.0, None),
                   "a container that vanished is absence, not a scrape error")
 
+            # A slow-drip client: one byte of a request head every half second. The agent's 10 s
+            # deadline for a request head must close it while everything else goes on.
+            drip = socket.create_connection(("127.0.0.1", agent.port), timeout=2)
+            drip.sendall(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+            drip_started, drip_closed_after = time.time(), None
+
+            def drip_once():
+                nonlocal drip_closed_after
+                if drip_closed_after is not None:
+                    return
+                try:
+                    drip.sendall(b"a")
+                    drip.setblocking(False)
+                    try:
+                        if drip.recv(1) == b"":
+                            drip_closed_after = time.time() - drip_started
+                    except BlockingIOError:
+                        pass
+                    finally:
+                        drip.setblocking(True)
+                except OSError:
+                    drip_closed_after = time.time() - drip_started
+
             prom, prom_port, prom_data = run_prometheus(agent.port)
             try:
                 # The burner's own CPU time, sampled while Prometheus scrapes; then rate() evaluated
@@ -209,6 +232,7 @@ def main():
                 trace = []
                 for _ in range(56):
                     trace.append((time.time(), proc_cpu_seconds(burn.pid)))
+                    drip_once()
                     time.sleep(0.5)
                 at = trace[-1][0] - 5
                 start = at - 20
@@ -238,6 +262,9 @@ def main():
                 prom.wait(10)
                 shutil.rmtree(prom_data, ignore_errors=True)
 
+            drip.close()
+            check(drip_closed_after is not None and 9 <= drip_closed_after <= 15,
+                  f"a slow-drip client is closed at the 10 s request-head deadline ({drip_closed_after})")
             abuse(agent.port)
             check(agent.get("/healthz")[0] == 200, "after the abuse /healthz still answers")
             rc = agent.stop()
