@@ -1,6 +1,7 @@
 // CgroupReader on temp trees laid out as v1 and v2 hosts, filled with verbatim kernel text (v2 from
-// the real 6.1 capture in shared/fixtures, v1 from this machine kind): exact values, kept
-// descriptors, identity changes, removal, malformed and missing files, limits, and the node.
+// the real 6.1 capture from shared/fixtures (copied into tests/fixtures/shared-v2-capture), v1 from
+// this machine kind): exact values, kept descriptors, identity changes, removal, malformed and
+// missing files, limits, and the node.
 #include <catch2/catch.hpp>
 
 #include <sys/stat.h>
@@ -45,7 +46,8 @@ fs::path source_dir() {
 }
 
 fs::path v2_capture() {
-  fs::path shared = source_dir().parent_path() / "shared" / "fixtures";
+  // The part of ../shared/fixtures the tests use is copied into tests/fixtures/shared-v2-capture.
+  fs::path shared = source_dir() / "tests" / "fixtures" / "shared-v2-capture";
   if (const char* dir = std::getenv("NODEMETER_SHARED_FIXTURES")) shared = dir;
   const fs::path capture = shared / "cgroup-v2-debian-6.1";
   INFO("the real cgroup v2 capture is expected at " << capture);
