@@ -1,6 +1,7 @@
 # The two commands of the README: `make run` and `make test`.
 BUILD   ?= build
 JOBS    ?= $(shell nproc)
+MAKEFLAGS += --no-print-directory
 LISTEN  ?= 127.0.0.1:10261
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNODEMETER_WERROR=ON
 
@@ -22,7 +23,7 @@ build: deps $(BUILD)/CMakeCache.txt
 
 run: build
 	@echo "nodemeter agent on this host's cgroups: curl http://$(LISTEN)/metrics/resource (also /metrics/cadvisor, /metrics, /healthz); Ctrl-C stops it."
-	@exec $(BUILD)/nodemeter agent --listen $(LISTEN)
+	@$(BUILD)/nodemeter agent --listen $(LISTEN)
 
 test: test-deps $(BUILD)/CMakeCache.txt
 	@cmake --build $(BUILD) -j $(JOBS)
