@@ -94,8 +94,8 @@ std::string Logger::format(LogLevel level, std::string_view message, const LogFi
       j[k] = v;
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   }
-  std::string line =
-      "ts=" + std::string(timestamp) + " level=" + level_name(level) + " msg=" + quote_value(message);
+  std::string line = "ts=" + std::string(timestamp) + " level=" + level_name(level) +
+                     " msg=" + quote_value(message);
   for (const auto& [k, v] : fields) {
     line += ' ';
     line += k;

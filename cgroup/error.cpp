@@ -18,7 +18,9 @@ const char* to_string(ReadErrorKind kind) {
   return "io";
 }
 
-std::string describe(const ReadError& error) { return error.path + ": " + error.message; }
+std::string describe(const ReadError& error) {
+  return error.path + ": " + error.message;
+}
 
 void throw_exception_from_error(const ParseError& e, const boost::source_location&) {
   throw std::runtime_error(e.message + ": " + e.line);

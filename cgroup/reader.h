@@ -20,22 +20,22 @@ namespace nodemeter::cgroup {
 
 // Every file the reader may read; file_name() gives the name used in self-metric labels.
 enum class FileKind : uint8_t {
-  kCpuacctUsage,      // v1 cpuacct.usage
-  kCpuacctStat,       // v1 cpuacct.stat
-  kCpuStat,           // v1 and v2 cpu.stat
-  kMemoryUsage,       // v1 memory.usage_in_bytes, v2 memory.current
-  kMemoryStat,        // memory.stat
-  kMemoryEvents,      // v2 memory.events
-  kMemoryOomControl,  // v1 memory.oom_control
-  kMemoryFailcnt,     // v1 memory.failcnt
-  kMemoryLimit,       // v1 memory.limit_in_bytes, v2 memory.max
-  kMemorySwapCurrent, // v2 memory.swap.current
-  kMemorySwapLimit,   // v1 memory.memsw.limit_in_bytes, v2 memory.swap.max
-  kCpuPressure,       // v2 cpu.pressure
-  kMemoryPressure,    // v2 memory.pressure
-  kIoPressure,        // v2 io.pressure
-  kProcStat,          // <proc>/stat (node CPU where the root has no cpu.stat)
-  kProcMeminfo,       // <proc>/meminfo (node memory where the root has no memory.stat)
+  kCpuacctUsage,       // v1 cpuacct.usage
+  kCpuacctStat,        // v1 cpuacct.stat
+  kCpuStat,            // v1 and v2 cpu.stat
+  kMemoryUsage,        // v1 memory.usage_in_bytes, v2 memory.current
+  kMemoryStat,         // memory.stat
+  kMemoryEvents,       // v2 memory.events
+  kMemoryOomControl,   // v1 memory.oom_control
+  kMemoryFailcnt,      // v1 memory.failcnt
+  kMemoryLimit,        // v1 memory.limit_in_bytes, v2 memory.max
+  kMemorySwapCurrent,  // v2 memory.swap.current
+  kMemorySwapLimit,    // v1 memory.memsw.limit_in_bytes, v2 memory.swap.max
+  kCpuPressure,        // v2 cpu.pressure
+  kMemoryPressure,     // v2 memory.pressure
+  kIoPressure,         // v2 io.pressure
+  kProcStat,           // <proc>/stat (node CPU where the root has no cpu.stat)
+  kProcMeminfo,        // <proc>/meminfo (node memory where the root has no memory.stat)
 };
 inline constexpr size_t kFileKindCount = 16;
 // The file's name on this layout, e.g. "memory.current" on v2, "memory.usage_in_bytes" on v1.

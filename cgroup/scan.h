@@ -48,7 +48,7 @@ struct PodCgroup {
 };
 
 struct ScanResult {
-  std::vector<PodCgroup> pods;  // sorted by uid
+  std::vector<PodCgroup> pods;    // sorted by uid
   std::string kubepods_rel_path;  // "kubepods" or "kubepods.slice"; empty when none was found
 };
 

@@ -7,7 +7,8 @@
 
 namespace nodemeter::cgroup {
 
-// Limits at or above this read as unlimited, as the kubelet treats them (v1 prints 2^63-1 page-rounded).
+// Limits at or above this read as unlimited, as the kubelet treats them (v1 prints 2^63-1
+// page-rounded).
 inline constexpr uint64_t kUnlimitedThreshold = uint64_t{1} << 62;
 
 struct CpuUsage {

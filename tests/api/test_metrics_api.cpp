@@ -365,7 +365,8 @@ TEST_CASE("the swap key appears only where the node has swap", "[metricsapi]") {
   s.node.latest = sample(kT0 + 31s, 1'000'000'000, 1'048'576);  // no swap_bytes: SwapTotal is 0
   s.node.usage = usage(kT0 + 31s, 15s, 1'000'000, 1'048'576, 0);
   // cgroup v1 memsw accounting reports swap 0 for containers even without swap.
-  s.pods = {pod("default", "web", {}, {container("app", usage(kT0 + 31s, 15s, 250'000'000, 4096, 0))})};
+  s.pods = {
+      pod("default", "web", {}, {container("app", usage(kT0 + 31s, 15s, 250'000'000, 4096, 0))})};
   const MetricsView v = make_metrics_view(s);
   REQUIRE(v.nodes.size() == 1);
   CHECK_FALSE(v.nodes[0].usage.swap_bytes.has_value());
