@@ -480,7 +480,7 @@ def main(build):
         a, n = ag["agent_rps"], ag["nginx_rps"]
         ratio = (sum(a) / len(a)) / (sum(n) / len(n)) if sum(n) else 0
         md += ["## 6. Requests per second on /metrics/resource: agent against nginx", "",
-               f"The same {ag['body_bytes']} bytes: the agent rendering them per request, nginx 1.22 (one worker, "
+               f"The same {ag['body_bytes']} bytes: the agent answering from the exposition it renders once per collection pass, nginx 1.22 (one worker, "
                f"sendfile, access log off, bytes identical: {ag['nginx_same_bytes']}) serving them from a file. "
                "wrk with one thread and 16 keep-alive connections for 5 s, alternated twice; both servers and wrk "
                "share the machine's 2 cores.", "",
