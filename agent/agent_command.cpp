@@ -3,6 +3,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -215,7 +216,9 @@ int run_agent(const std::vector<std::string>& args) {
   const int inherited = sd_listen_fds(1);
   for (int i = 0; i < inherited; ++i)
     server_options.inherited_fds.push_back(SD_LISTEN_FDS_START + i);
-  if (inherited > 0 && std::find(args.begin(), args.end(), "--listen") == args.end())
+  if (inherited > 0 && std::none_of(args.begin(), args.end(), [](const std::string& a) {
+        return a == "--listen" || a.rfind("--listen=", 0) == 0;
+      }))
     server_options.listen.clear();
 
   AgentRoutes routes;
