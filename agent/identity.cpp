@@ -1,15 +1,14 @@
 #include "agent/identity.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <charconv>
-#include <cstring>
 #include <nlohmann/json.hpp>
 #include <unordered_set>
 #include <utility>
+
+#include "cgroup/reader.h"
 
 namespace nodemeter::agent {
 
@@ -20,45 +19,6 @@ using nlohmann::json;
 
 // config.json is a few tens of KiB (the seccomp profile dominates); anything past this is not one.
 constexpr size_t kMaxConfigBytes = 4 << 20;
-
-enum class FileStatus { kOk, kAbsent, kFailed };
-
-struct FileText {
-  FileStatus status = FileStatus::kFailed;
-  std::string text;
-  std::string error;  // strerror text for kFailed
-};
-
-FileText read_small_file(const std::filesystem::path& path) {
-  FileText out;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    out.status = (err == ENOENT || err == ENOTDIR) ? FileStatus::kAbsent : FileStatus::kFailed;
-    out.error = std::strerror(err);
-    return out;
-  }
-  char buffer[16384];
-  for (;;) {
-    const ssize_t n = ::read(fd, buffer, sizeof buffer);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      out.error = std::strerror(errno);
-      ::close(fd);
-      return out;
-    }
-    if (n == 0) break;
-    out.text.append(buffer, static_cast<size_t>(n));
-    if (out.text.size() > kMaxConfigBytes) {
-      out.error = "larger than " + std::to_string(kMaxConfigBytes) + " bytes";
-      ::close(fd);
-      return out;
-    }
-  }
-  ::close(fd);
-  out.status = FileStatus::kOk;
-  return out;
-}
 
 WallTime to_wall(const struct timespec& ts) {
   return WallTime{std::chrono::duration_cast<WallTime::duration>(
@@ -284,49 +244,53 @@ void RuntimeStateSource::log(const std::string& message) const {
   if (log_) log_(message);
 }
 
-std::optional<RuntimeStateSource::Cached> RuntimeStateSource::load_containerd(
-    const std::string& id) {
-  if (options_.containerd_state_dir.empty()) return std::nullopt;
-  const auto dir = options_.containerd_state_dir / id;
-  const auto path = dir / "config.json";
+std::optional<RuntimeStateSource::Cached> RuntimeStateSource::load_config(
+    const std::filesystem::path& path, ConfigParse (*parse)(std::string_view)) {
   ++config_reads_;
-  FileText file = read_small_file(path);
-  if (file.status == FileStatus::kAbsent) return std::nullopt;
-  Cached cached;
-  if (file.status == FileStatus::kFailed) {
-    log("pod identity: cannot read " + path.string() + ": " + file.error);
+  auto text = cgroup::read_file(path);
+  if (!text &&
+      (text.error().kind == cgroup::ReadErrorKind::kGone || text.error().errno_value == ENOTDIR)) {
+    return std::nullopt;  // not this runtime's container: the next one is asked
+  }
+  Cached cached;  // an unusable file is cached as such, so it is logged and read once
+  if (!text) {
+    log("pod identity: cannot read " + path.string() + ": " + text.error().message);
     return cached;
   }
-  ConfigParse parsed = parse_containerd_config(file.text);
+  if (text->size() > kMaxConfigBytes) {
+    log("pod identity: ignoring " + path.string() + ": larger than " +
+        std::to_string(kMaxConfigBytes) + " bytes");
+    return cached;
+  }
+  ConfigParse parsed = parse(*text);
   if (!parsed.error.empty()) {
     log("pod identity: ignoring " + path.string() + ": " + parsed.error);
     return cached;
   }
   cached.record = std::move(parsed.record);
-  cached.start_time = mtime_of(dir / "init.pid");
-  if (!cached.start_time) cached.start_time = mtime_of(path);
+  return cached;
+}
+
+std::optional<RuntimeStateSource::Cached> RuntimeStateSource::load_containerd(
+    const std::string& id) {
+  if (options_.containerd_state_dir.empty()) return std::nullopt;
+  const auto dir = options_.containerd_state_dir / id;
+  auto cached = load_config(dir / "config.json", parse_containerd_config);
+  if (cached && cached->record) {
+    cached->start_time = mtime_of(dir / "init.pid");
+    if (!cached->start_time) cached->start_time = mtime_of(dir / "config.json");
+  }
   return cached;
 }
 
 std::optional<RuntimeStateSource::Cached> RuntimeStateSource::load_crio(const std::string& id) {
   if (options_.crio_state_dir.empty()) return std::nullopt;
   const auto path = options_.crio_state_dir / id / "userdata" / "config.json";
-  ++config_reads_;
-  FileText file = read_small_file(path);
-  if (file.status == FileStatus::kAbsent) return std::nullopt;
-  Cached cached;
-  if (file.status == FileStatus::kFailed) {
-    log("pod identity: cannot read " + path.string() + ": " + file.error);
-    return cached;
+  auto cached = load_config(path, parse_crio_config);
+  if (cached && cached->record) {
+    cached->start_time = cached->record->created;
+    if (!cached->start_time) cached->start_time = mtime_of(path);
   }
-  ConfigParse parsed = parse_crio_config(file.text);
-  if (!parsed.error.empty()) {
-    log("pod identity: ignoring " + path.string() + ": " + parsed.error);
-    return cached;
-  }
-  cached.record = std::move(parsed.record);
-  cached.start_time = cached.record ? cached.record->created : std::nullopt;
-  if (!cached.start_time) cached.start_time = mtime_of(path);
   return cached;
 }
 

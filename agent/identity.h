@@ -125,6 +125,10 @@ class RuntimeStateSource final : public PodSource {
     std::optional<std::chrono::system_clock::time_point> start_time;
   };
   Cached load(const cgroup::ContainerCgroup& container);
+  // One config.json: nullopt where there is none; an unreadable or garbage one is logged and
+  // cached without a record.
+  std::optional<Cached> load_config(const std::filesystem::path& path,
+                                    ConfigParse (*parse)(std::string_view));
   std::optional<Cached> load_containerd(const std::string& id);
   std::optional<Cached> load_crio(const std::string& id);
   void log(const std::string& message) const;
