@@ -78,12 +78,14 @@ api::SnapshotPtr Sampler::run_pass() {
   source_->refresh(scan);
 
   // Pod cgroups give pod totals (sandbox included); sandbox cgroups themselves are not read.
+  // Each container is named once per pass: the infos, in scan order, serve the snapshot below.
   std::vector<cgroup::CgroupTarget> targets;
   std::vector<std::optional<ContainerInfo>> container_infos;
   for (const auto& pod : scan.pods) {
     targets.push_back({pod.rel_path, pod.inode});
     for (const auto& c : pod.containers) {
-      auto info = source_->container(pod.uid, c.id);
+      container_infos.push_back(source_->container(pod.uid, c.id));
+      const auto& info = container_infos.back();
       if (info && info->is_sandbox) continue;
       targets.push_back({c.rel_path, c.inode});
     }
@@ -147,6 +149,7 @@ api::SnapshotPtr Sampler::run_pass() {
   store_.fill(node_id, steady_read, snap->node);
 
   size_t container_count = 0;
+  size_t next_info = 0;
   snap->pods.reserve(scan.pods.size());
   for (const auto& pod : scan.pods) {
     api::PodSnapshot p;
@@ -163,12 +166,12 @@ api::SnapshotPtr Sampler::run_pass() {
     }
     store_.fill({pod.rel_path, pod.inode}, steady_read, p);
     for (const auto& c : pod.containers) {
-      auto info = source_->container(pod.uid, c.id);
+      auto& info = container_infos[next_info++];
       if (info && info->is_sandbox) continue;
       api::ContainerSnapshot cs;
       cs.id = c.id;
       cs.runtime = c.runtime;
-      cs.name = info ? info->name : c.id;
+      cs.name = info ? std::move(info->name) : c.id;
       if (info) cs.start_time = info->start_time;
       store_.fill({c.rel_path, c.inode}, steady_read, cs);
       p.containers.push_back(std::move(cs));

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "agent/sampler.h"
 #include "api/exposition.h"
 
 namespace nodemeter::agent {
@@ -60,12 +61,9 @@ std::vector<prometheus::MetricFamily> process_families(const std::filesystem::pa
       out.push_back(gauge_family("process_cpu_seconds_total",
                                  "Total user and system CPU time spent in seconds.", cpu,
                                  prometheus::MetricType::Counter));
-      double boot = 0;
-      std::istringstream ps(slurp(proc_root / "stat"));
-      std::string line;
-      while (std::getline(ps, line)) {
-        if (line.rfind("btime ", 0) == 0) boot = std::stod(line.substr(6));
-      }
+      const auto boot_time = read_boot_time(proc_root);
+      const double boot =
+          boot_time ? std::chrono::duration<double>(boot_time->time_since_epoch()).count() : 0;
       out.push_back(gauge_family("process_start_time_seconds",
                                  "Start time of the process since unix epoch in seconds.",
                                  boot + std::stod(f[19]) / ticks));
