@@ -66,16 +66,6 @@ api::Response health_answer(const api::Request& req, std::string_view endpoint,
 
 }  // namespace
 
-std::shared_ptr<const std::string> RenderCache::get(
-    const api::SnapshotPtr& snap, const std::function<std::string(const api::Snapshot&)>& render) {
-  std::lock_guard lock(mu_);
-  if (snap != snapshot_ || !body_) {
-    body_ = std::make_shared<const std::string>(render(*snap));
-    snapshot_ = snap;
-  }
-  return body_;
-}
-
 int64_t steady_ns(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
 }
@@ -152,14 +142,14 @@ api::Response AgentRoutes::operator()(const api::Request& req) const {
       empty.scrape_error = true;
       api::GoTextSerializer::render(body, api::resource_families(empty));
     } else if (path == "/metrics/resource") {
-      body = *resource_cache->get(snap, [](const api::Snapshot& s) {
+      body = *resource_text->get(snap, [](const api::Snapshot& s) {
         std::string out;
         out.reserve(640 * (s.pods.size() + 4));
         api::GoTextSerializer::render(out, api::resource_families(s));
         return out;
       });
     } else {
-      body = *cadvisor_cache->get(snap, [](const api::Snapshot& s) {
+      body = *cadvisor_text->get(snap, [](const api::Snapshot& s) {
         std::string out;
         api::GoTextSerializer::render(out, api::cadvisor_families(s));
         return out;
@@ -175,7 +165,8 @@ api::Response AgentRoutes::operator()(const api::Request& req) const {
     return text(req, http::status::service_unavailable, "no collection pass has finished yet\n");
   if (api::is_summary_path(target)) return api::handle_summary(req, *snap);
   if (api::is_metrics_api_path(target)) {
-    return api::handle_metrics_api(req, api::make_metrics_view(*snap), metrics_api, clock->wall());
+    const auto view = metrics_view->get(snap, api::make_metrics_view);
+    return api::handle_metrics_api(req, *view, metrics_api, clock->wall());
   }
   return text(req, http::status::not_found, "404 page not found\n");
 }

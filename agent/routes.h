@@ -27,18 +27,25 @@ struct HealthState {
 
 int64_t steady_ns(std::chrono::steady_clock::time_point t);
 
-// The exposition of one snapshot, rendered once: snapshots are immutable and published once per
-// pass, so every scrape between two passes is answered with the same bytes.
-class RenderCache {
+// What one snapshot turns into (an exposition, a Metrics API view), made once: snapshots are
+// immutable and published once per pass, so every request between two passes shares the result.
+template <class T>
+class PerSnapshot {
  public:
-  // Returns the body for snap, calling render(snap) only for a snapshot not seen last time.
-  std::shared_ptr<const std::string> get(
-      const api::SnapshotPtr& snap, const std::function<std::string(const api::Snapshot&)>& render);
+  std::shared_ptr<const T> get(const api::SnapshotPtr& snap,
+                               const std::function<T(const api::Snapshot&)>& make) {
+    std::lock_guard lock(mu_);
+    if (snap != snapshot_ || !value_) {
+      value_ = std::make_shared<const T>(make(*snap));
+      snapshot_ = snap;
+    }
+    return value_;
+  }
 
  private:
   std::mutex mu_;
   api::SnapshotPtr snapshot_;
-  std::shared_ptr<const std::string> body_;
+  std::shared_ptr<const T> value_;
 };
 
 struct AgentRoutes {
@@ -49,8 +56,12 @@ struct AgentRoutes {
   std::chrono::nanoseconds interval{std::chrono::seconds{5}};
   std::chrono::nanoseconds window{std::chrono::seconds{15}};
   api::MetricsApiOptions metrics_api;
-  std::shared_ptr<RenderCache> resource_cache = std::make_shared<RenderCache>();
-  std::shared_ptr<RenderCache> cadvisor_cache = std::make_shared<RenderCache>();
+  std::shared_ptr<PerSnapshot<std::string>> resource_text =
+      std::make_shared<PerSnapshot<std::string>>();
+  std::shared_ptr<PerSnapshot<std::string>> cadvisor_text =
+      std::make_shared<PerSnapshot<std::string>>();
+  std::shared_ptr<PerSnapshot<api::MetricsView>> metrics_view =
+      std::make_shared<PerSnapshot<api::MetricsView>>();
 
   api::Response operator()(const api::Request& request) const;
 };
