@@ -42,6 +42,11 @@ ClientMetric metric(std::vector<ClientMetric::Label> labels, MetricType type, do
   return m;
 }
 
+// Read at least once, with CPU and working set above zero (see exposable()).
+bool has_usable_sample(const std::optional<Sample>& s) {
+  return s && s->cpu.cumulative_ns > 0 && s->memory.working_set_bytes > 0;
+}
+
 struct ContainerRow {
   std::string_view container;
   std::string_view namespace_;
@@ -72,8 +77,7 @@ std::vector<ContainerRow> container_rows(const Snapshot& s) {
 std::vector<PodRow> pod_rows(const Snapshot& s) {
   std::vector<PodRow> rows;
   for (const auto& pod : s.pods) {
-    if (pod.latest && pod.latest->cpu.cumulative_ns > 0 &&
-        pod.latest->memory.working_set_bytes > 0) {
+    if (has_usable_sample(pod.latest)) {
       rows.push_back({pod.namespace_, pod.name, &pod});
     }
   }
@@ -96,7 +100,7 @@ std::vector<ClientMetric::Label> pod_labels(const PodRow& r) {
 }  // namespace
 
 bool exposable(const ContainerSnapshot& c) {
-  return c.latest && c.latest->cpu.cumulative_ns > 0 && c.latest->memory.working_set_bytes > 0;
+  return has_usable_sample(c.latest);
 }
 
 std::vector<MetricFamily> resource_families(const Snapshot& s) {
