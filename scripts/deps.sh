@@ -6,8 +6,8 @@
 set -euo pipefail
 
 build=(g++ cmake make pkg-config libboost1.81-dev prometheus-cpp-dev nlohmann-json3-dev
-       libsystemd-dev libssl-dev zlib1g-dev)
-test=(catch2 libbenchmark-dev prometheus curl procps python3 openssl clang libclang-rt-14-dev
+       libsystemd-dev libssl-dev zlib1g-dev libyaml-cpp-dev)
+test=(catch2 libbenchmark-dev prometheus curl procps python3 openssl clang libclang-rt-14-dev faketime systemd strace
       qemu-system-x86 busybox-static cpio xz-utils nodejs)
 bench=(nginx-light wrk systemd hyperfine)
 
