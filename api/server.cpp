@@ -1,6 +1,7 @@
 #include "api/server.h"
 
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 
@@ -103,10 +104,12 @@ struct Listener {
 // Everything but the sessions themselves. Lives as long as any session or pending operation.
 class Core : public std::enable_shared_from_this<Core> {
  public:
-  Core(net::io_context& io, ServerOptions options, Handler handler, ResponseObserver observer)
+  Core(net::io_context& io, ServerOptions options, Handler handler, AsyncHandler async_handler,
+       ResponseObserver observer)
       : io_(io),
         options_(std::move(options)),
         handler_(std::move(handler)),
+        async_handler_(std::move(async_handler)),
         observer_(std::move(observer)),
         grace_timer_(io) {}
 
@@ -122,6 +125,8 @@ class Core : public std::enable_shared_from_this<Core> {
   const ServerOptions& options() const { return options_; }
   bool closing() const { return closing_; }
   Response handle(const Request& request);
+  bool is_async() const { return static_cast<bool>(async_handler_); }
+  const AsyncHandler& async_handler() const { return async_handler_; }
   void observe(std::string_view path, unsigned status, std::chrono::nanoseconds elapsed) {
     if (observer_) observer_(path, status, elapsed);
   }
@@ -168,6 +173,7 @@ class Core : public std::enable_shared_from_this<Core> {
   net::io_context& io_;
   ServerOptions options_;
   Handler handler_;
+  AsyncHandler async_handler_;  // set instead of handler_ for the asynchronous form
   ResponseObserver observer_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<tcp::endpoint> endpoints_;
@@ -233,6 +239,36 @@ void maybe_gzip(const Request& request, Response& response, size_t min_bytes) {
   response.set(http::field::content_encoding, "gzip");
 }
 
+std::string utf8(const ASN1_STRING* value) {
+  unsigned char* out = nullptr;
+  const int length = ASN1_STRING_to_UTF8(&out, value);
+  if (length < 0) return {};
+  std::string text(reinterpret_cast<const char*>(out), static_cast<size_t>(length));
+  OPENSSL_free(out);
+  return text;
+}
+
+// The client's certificate, if it sent one: subject CN and O, and whether its chain verified
+// against the context's client CAs (the context asks for it without requiring it, and lets a
+// failed verification through so that this can say so).
+std::optional<ClientCertificate> client_certificate(SSL* ssl) {
+  X509* cert = SSL_get0_peer_certificate(ssl);
+  if (cert == nullptr) return std::nullopt;
+  ClientCertificate out;
+  const X509_NAME* subject = X509_get_subject_name(cert);
+  for (int i = X509_NAME_get_index_by_NID(subject, NID_commonName, -1); i >= 0;
+       i = X509_NAME_get_index_by_NID(subject, NID_commonName, i)) {
+    out.common_name = utf8(X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, i)));
+  }
+  for (int i = X509_NAME_get_index_by_NID(subject, NID_organizationName, -1); i >= 0;
+       i = X509_NAME_get_index_by_NID(subject, NID_organizationName, i)) {
+    out.organizations.push_back(utf8(X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, i))));
+  }
+  out.verified =
+      (SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER) != 0 && SSL_get_verify_result(ssl) == X509_V_OK;
+  return out;
+}
+
 // One connection. Requests are answered strictly in order: a pipelined burst waits in the buffer
 // while the response before it is written.
 template <class Stream>
@@ -248,6 +284,11 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   ~Session() override { core_->drop(*this); }
 
   void start() {
+    if (core_->is_async()) {
+      beast::error_code ec;
+      peer_.address = lowest().socket().remote_endpoint(ec).address();
+      peer_.tls = kTls;
+    }
     if constexpr (kTls) {
       state_ = State::handshake;
       // A client that never finishes its handshake is as idle as one that never sends a request.
@@ -264,11 +305,13 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     if (state_ == State::closed) return;
     state_ = State::closed;
     lowest().close();
+    if (reply_timer_) reply_timer_->cancel();
+    pending_request_.reset();
     core_->forget(*this);  // may end a shutdown: keep it last
   }
 
  private:
-  enum class State { handshake, idle, reading, writing, lingering, closed };
+  enum class State { handshake, idle, reading, waiting, writing, lingering, closed };
 
   std::shared_ptr<Session> self() { return this->shared_from_this(); }
   beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
@@ -278,6 +321,9 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     if (state_ == State::closed) return;
     core_->mark_busy(*this);
     if (ec) return close_now();
+    if constexpr (kTls) {
+      if (core_->is_async()) peer_.client_cert = client_certificate(stream_.native_handle());
+    }
     wait_for_request();
   }
 
@@ -366,7 +412,48 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
       keep_alive_ = false;
       return write(std::move(response));
     }
-    Response response = core_->handle(request);
+    if (core_->is_async()) return dispatch(std::move(request));
+    finish(request, core_->handle(request));
+  }
+
+  // Hands the request to the AsyncHandler and waits (reading nothing more) for its reply.
+  void dispatch(Request request) {
+    state_ = State::waiting;
+    auto shared = std::make_shared<const Request>(std::move(request));
+    pending_request_ = shared;
+    const std::uint64_t sequence = ++reply_sequence_;
+    if (!reply_timer_) reply_timer_ = std::make_unique<net::steady_timer>(core_->io());
+    reply_timer_->expires_after(options().reply_timeout);
+    // The pending wait also keeps the session alive while the handler works.
+    reply_timer_->async_wait([self = self(), sequence](beast::error_code ec) {
+      if (ec) return;
+      self->on_reply(sequence, text_response(http::status::service_unavailable,
+                                             "the request was not answered in time\n"));
+    });
+    std::weak_ptr<Session> weak = self();
+    Reply reply = [weak, sequence, shared, executor = core_->io().get_executor()](Response r) {
+      net::post(executor, [weak, sequence, r = std::move(r)]() mutable {
+        if (auto session = weak.lock()) session->on_reply(sequence, std::move(r));
+      });
+    };
+    try {
+      core_->async_handler()(*shared, peer_, std::move(reply));
+    } catch (...) {
+      // The handler's failure is this request's alone; a reply it already sent comes too late.
+      on_reply(sequence,
+               text_response(http::status::internal_server_error, "internal server error\n"));
+    }
+  }
+
+  void on_reply(std::uint64_t sequence, Response response) {
+    // Late: after the timeout answered, a second reply, or the connection closed.
+    if (state_ != State::waiting || sequence != reply_sequence_) return;
+    if (reply_timer_) reply_timer_->cancel();
+    std::shared_ptr<const Request> request = std::move(pending_request_);
+    finish(*request, std::move(response));
+  }
+
+  void finish(const Request& request, Response response) {
     response.version(request.version());
     keep_alive_ = request.keep_alive() && !has_token(response, http::field::connection, "close") &&
                   !core_->closing();
@@ -448,6 +535,10 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   beast::flat_buffer buffer_;
   std::unique_ptr<RequestParser> parser_;
   std::unique_ptr<Response> response_;
+  std::shared_ptr<const Request> pending_request_;  // the request an AsyncHandler works on
+  std::unique_ptr<net::steady_timer> reply_timer_;  // made on the first asynchronous request
+  std::uint64_t reply_sequence_ = 0;
+  Peer peer_;  // filled for an AsyncHandler only
   std::string path_;
   SteadyClock::time_point started_;
   State state_ = State::idle;
@@ -695,7 +786,12 @@ struct Server::Impl : Core {
 
 Server::Server(net::io_context& io, ServerOptions options, Handler handler,
                ResponseObserver observer)
-    : impl_(std::make_shared<Impl>(io, std::move(options), std::move(handler),
+    : impl_(std::make_shared<Impl>(io, std::move(options), std::move(handler), AsyncHandler{},
+                                   std::move(observer))) {}
+
+Server::Server(net::io_context& io, ServerOptions options, AsyncHandler handler,
+               ResponseObserver observer)
+    : impl_(std::make_shared<Impl>(io, std::move(options), Handler{}, std::move(handler),
                                    std::move(observer))) {}
 
 Server::~Server() {

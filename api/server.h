@@ -1,8 +1,9 @@
 // The HTTP(S) server: Boost.Beast, asynchronous, one io_context. It only moves bytes: every
-// response comes from a Handler, a pure function of the request. Keep-alive and pipelining,
-// limits on headers (431) and bodies (413), a deadline for a request's headers (slow clients are
-// closed), a connection cap past which the least recently active idle connection is closed, gzip
-// for clients that accept it, and graceful shutdown.
+// response comes from a Handler, a pure function of the request, or from an AsyncHandler that
+// answers later (after an authentication review, say) and sees who is asking. Keep-alive and
+// pipelining, limits on headers (431) and bodies (413), a deadline for a request's headers (slow
+// clients are closed), a connection cap past which the least recently active idle connection is
+// closed, gzip for clients that accept it, and graceful shutdown.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -13,6 +14,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +26,28 @@ using Response = http::response<http::string_body>;
 
 // Called on the server's thread for every complete request. Must not block for long.
 using Handler = std::function<Response(const Request&)>;
+
+// The certificate a TLS client presented (only asked for when the TLS context names client CAs).
+struct ClientCertificate {
+  std::string common_name;                 // the subject's CN (the last one, as Go reads it)
+  std::vector<std::string> organizations;  // the subject's O values, in order
+  bool verified = false;  // the chain verified against the TLS context's client CAs
+};
+
+// Who is on the other end of a connection.
+struct Peer {
+  boost::asio::ip::address address;
+  bool tls = false;
+  std::optional<ClientCertificate> client_cert;
+};
+
+// Called on the server's thread for every complete request; answers by calling reply once, now
+// or later, from any thread (the response is handed to the server's thread). The request stays
+// valid for as long as reply or any copy of it exists. Responses go out in request order; a
+// request not answered within ServerOptions::reply_timeout is answered 503 and a late reply is
+// dropped. reply must not be called after the io_context is destroyed.
+using Reply = std::function<void(Response)>;
+using AsyncHandler = std::function<void(const Request&, const Peer&, Reply reply)>;
 
 // Told about every response, for self metrics (path without the query, status, duration).
 using ResponseObserver =
@@ -38,6 +62,7 @@ struct ServerOptions {
   std::chrono::milliseconds header_timeout{10'000};  // whole request head must arrive by then
   std::chrono::milliseconds idle_timeout{120'000};   // keep-alive connection with no request
   std::chrono::milliseconds write_timeout{30'000};   // a client that does not read its response
+  std::chrono::milliseconds reply_timeout{30'000};   // an AsyncHandler that never replies: 503
   size_t gzip_min_bytes = 1024;                      // smaller bodies are sent as they are
   std::shared_ptr<boost::asio::ssl::context> tls;    // serve HTTPS when set
 };
@@ -49,6 +74,8 @@ boost::system::result<boost::asio::ip::tcp::endpoint, std::string> parse_listen_
 class Server {
  public:
   Server(boost::asio::io_context& io, ServerOptions options, Handler handler,
+         ResponseObserver observer = {});
+  Server(boost::asio::io_context& io, ServerOptions options, AsyncHandler handler,
          ResponseObserver observer = {});
   // Closes everything at once. Destroy on the io thread or once the io_context stopped running.
   ~Server();

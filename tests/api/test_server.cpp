@@ -1105,3 +1105,190 @@ TEST_CASE("after the abuse a normal request still succeeds", "[server]") {
   CHECK(response->result_int() == 200);
   CHECK(response->body() == "you asked for /healthz");
 }
+
+// The asynchronous form: replies from other threads, later, in order; a bounded wait; the peer.
+
+namespace {
+
+using nodemeter::api::AsyncHandler;
+using nodemeter::api::Peer;
+using nodemeter::api::Reply;
+
+Response text(const Request& request, std::string body) {
+  Response response{http::status::ok, request.version()};
+  response.set(http::field::content_type, "text/plain");
+  response.body() = std::move(body);
+  return response;
+}
+
+// Holds replies until the test answers them, from its own thread.
+struct HeldReplies {
+  std::mutex mu;
+  std::vector<std::pair<std::string, Reply>> held;
+
+  AsyncHandler handler() {
+    return [this](const Request& request, const Peer&, Reply reply) {
+      std::lock_guard lock(mu);
+      held.emplace_back(std::string(request.target()), std::move(reply));
+    };
+  }
+  size_t count() {
+    std::lock_guard lock(mu);
+    return held.size();
+  }
+  // Answers the i-th request held, echoing its target.
+  void answer(size_t i, std::string prefix = "late answer to ") {
+    std::pair<std::string, Reply> entry;
+    {
+      std::lock_guard lock(mu);
+      entry = held.at(i);
+    }
+    Request echo{http::verb::get, entry.first, 11};
+    entry.second(text(echo, prefix + entry.first));
+  }
+};
+
+std::unique_ptr<Server> start_async(net::io_context& io, ServerOptions options,
+                                    AsyncHandler handler) {
+  options.listen = {"127.0.0.1:0"};
+  auto server = std::make_unique<Server>(io, std::move(options), std::move(handler));
+  auto started = server->start();
+  if (!started) FAIL(started.error());
+  return server;
+}
+
+}  // namespace
+
+TEST_CASE("an asynchronous handler answers from another thread, later", "[server][async]") {
+  HeldReplies replies;
+  net::io_context io;
+  auto server = start_async(io, {}, replies.handler());
+  std::thread io_thread([&] { io.run(); });
+  RawClient client(server->local_endpoints()[0].port());
+  REQUIRE(client.get("/one"));
+  REQUIRE(wait_until([&] { return replies.count() == 1; }));
+  std::thread([&] { replies.answer(0); }).join();
+  auto response = client.read_response();
+  REQUIRE(response);
+  CHECK(response->body() == "late answer to /one");
+  CHECK(response->keep_alive());
+  CHECK(response->count(http::field::date) == 1);
+  // The same connection carries on.
+  REQUIRE(client.get("/two"));
+  REQUIRE(wait_until([&] { return replies.count() == 2; }));
+  replies.answer(1);
+  REQUIRE(client.read_response()->body() == "late answer to /two");
+  io.stop();
+  io_thread.join();
+}
+
+TEST_CASE("pipelined requests to an asynchronous handler are answered in request order",
+          "[server][async]") {
+  // Replies come back in reverse order of the requests on different connections; on one
+  // connection the next request is not even read before the previous one is answered.
+  HeldReplies replies;
+  net::io_context io;
+  auto server = start_async(io, {}, replies.handler());
+  std::thread io_thread([&] { io.run(); });
+  RawClient client(server->local_endpoints()[0].port());
+  REQUIRE(
+      client.send("GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\n\r\n"
+                  "GET /c HTTP/1.1\r\nHost: t\r\n\r\n"));
+  for (size_t i = 0; i < 3; ++i) {
+    REQUIRE(wait_until([&] { return replies.count() == i + 1; }));
+    std::this_thread::sleep_for(20ms);
+    CHECK(replies.count() == i + 1);  // nothing more until this one is answered
+    replies.answer(i);
+  }
+  for (std::string target : {"/a", "/b", "/c"}) {
+    auto response = client.read_response();
+    REQUIRE(response);
+    CHECK(response->body() == "late answer to " + target);
+  }
+  io.stop();
+  io_thread.join();
+}
+
+TEST_CASE("a reply that never comes is answered 503 at the timeout; a late one is dropped",
+          "[server][async]") {
+  HeldReplies replies;
+  net::io_context io;
+  ServerOptions options;
+  options.reply_timeout = 200ms;
+  auto server = start_async(io, options, replies.handler());
+  std::thread io_thread([&] { io.run(); });
+  RawClient client(server->local_endpoints()[0].port());
+  auto start = SteadyClock::now();
+  REQUIRE(client.get("/stuck"));
+  auto timed_out = client.read_response();
+  REQUIRE(timed_out);
+  CHECK(timed_out->result_int() == 503);
+  CHECK(SteadyClock::now() - start >= 180ms);
+  CHECK(timed_out->keep_alive());
+
+  REQUIRE(client.get("/next"));
+  REQUIRE(wait_until([&] { return replies.count() == 2; }));
+  replies.answer(0);  // too late: must not be taken for /next's answer
+  std::this_thread::sleep_for(50ms);
+  replies.answer(1, "answer to ");
+  replies.answer(1, "second answer to ");  // a second reply is dropped too
+  auto next = client.read_response();
+  REQUIRE(next);
+  CHECK(next->body() == "answer to /next");
+  REQUIRE(client.get("/third"));
+  REQUIRE(wait_until([&] { return replies.count() == 3; }));
+  replies.answer(2, "answer to ");
+  CHECK(client.read_response()->body() == "answer to /third");
+  io.stop();
+  io_thread.join();
+}
+
+TEST_CASE("an asynchronous handler that throws gives 500; the peer is known", "[server][async]") {
+  net::io_context io;
+  auto server = start_async(io, {}, [](const Request& request, const Peer& peer, Reply reply) {
+    if (request.target() == "/throw") throw std::runtime_error("failed on purpose");
+    reply(text(request, "from " + peer.address.to_string() + (peer.tls ? " tls" : " plain") +
+                            (peer.client_cert ? " cert" : " no-cert")));
+  });
+  std::thread io_thread([&] { io.run(); });
+  RawClient client(server->local_endpoints()[0].port());
+  REQUIRE(client.get("/throw"));
+  auto failed = client.read_response();
+  REQUIRE(failed);
+  CHECK(failed->result_int() == 500);
+  REQUIRE(client.get("/who"));
+  auto who = client.read_response();
+  REQUIRE(who);
+  CHECK(who->body() == "from 127.0.0.1 plain no-cert");
+  // HEAD and gzip are handled for asynchronous answers as for synchronous ones.
+  REQUIRE(client.send("HEAD /who HTTP/1.1\r\nHost: t\r\n\r\n"));
+  auto head = client.read_response(true);
+  REQUIRE(head);
+  CHECK(head->body().empty());
+  CHECK((*head)[http::field::content_length] == "28");
+  io.stop();
+  io_thread.join();
+}
+
+TEST_CASE("graceful shutdown waits for an asynchronous reply in flight", "[server][async]") {
+  HeldReplies replies;
+  net::io_context io;
+  auto server = start_async(io, {}, replies.handler());
+  std::thread io_thread([&] { io.run(); });
+  RawClient client(server->local_endpoints()[0].port());
+  REQUIRE(client.get("/in-flight"));
+  REQUIRE(wait_until([&] { return replies.count() == 1; }));
+  std::promise<void> done;
+  auto done_future = done.get_future();
+  server->shutdown(2s, [&] { done.set_value(); });
+  std::this_thread::sleep_for(50ms);
+  CHECK(done_future.wait_for(0ms) == std::future_status::timeout);
+  replies.answer(0);
+  auto response = client.read_response();
+  REQUIRE(response);
+  CHECK(response->body() == "late answer to /in-flight");
+  CHECK_FALSE(response->keep_alive());
+  CHECK(done_future.wait_for(2s) == std::future_status::ready);
+  io.stop();
+  io_thread.join();
+}
