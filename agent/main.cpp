@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "agent/agent_command.h"
+#include "agent/aggregator_command.h"
 #include "agent/bench_command.h"
 
 namespace {
@@ -15,6 +16,8 @@ constexpr std::string_view kUsage =
     "Commands:\n"
     "  agent       sample this node's cgroups and serve its metrics (kubelet /metrics/resource,\n"
     "              cAdvisor, metrics.k8s.io, /stats/summary)\n"
+    "  aggregator  collect every agent's node view and serve the cluster-wide Metrics API\n"
+    "              (metrics.k8s.io behind the APIService, for kubectl top and the HPA)\n"
     "  bench       measure cgroup read latency per file kind and read method, and the cost of\n"
     "              one collection pass, on this host (or on --create N synthetic cgroups)\n"
     "\n"
@@ -36,6 +39,7 @@ int main(int argc, char** argv) {
   const std::string command = args[0];
   args.erase(args.begin());
   if (command == "agent") return nodemeter::agent::run_agent(args);
+  if (command == "aggregator") return nodemeter::agent::run_aggregator(args);
   if (command == "bench") return nodemeter::agent::run_bench(args);
   std::fprintf(stderr, "nodemeter: unknown command \"%s\" (see nodemeter --help)\n",
                command.c_str());
