@@ -1,5 +1,6 @@
 #include "agent/agent_command.h"
 
+#include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -16,11 +17,14 @@
 
 #include "agent/flags.h"
 #include "agent/identity.h"
+#include "agent/kube_pod_source.h"
 #include "agent/routes.h"
 #include "agent/sampler.h"
 #include "agent/self_metrics.h"
 #include "api/server.h"
 #include "cgroup/layout.h"
+#include "kube/api_client.h"
+#include "kube/pods.h"
 
 namespace nodemeter::agent {
 namespace {
@@ -63,8 +67,11 @@ FlagSet agent_flags(AgentOptions& o) {
             o.window = *d;
             return std::string();
           });
-  f.value("pod-source", "auto|runtime|cgroup", "where pod and container names come from", "auto",
-          [&o](std::string_view v) {
+  f.value("pod-source", "auto|kubernetes|runtime|cgroup",
+          "where pod and container names come from: kubernetes watches this node's pods (then "
+          "runtime state, then the cgroup path, while the API is unreachable); auto is kubernetes "
+          "where --kubeconfig or in-cluster configuration is present, else runtime",
+          "auto", [&o](std::string_view v) {
             if (v == "auto") {
               o.pod_source = PodSourceKind::kAuto;
             } else if (v == "runtime") {
@@ -72,11 +79,9 @@ FlagSet agent_flags(AgentOptions& o) {
             } else if (v == "cgroup") {
               o.pod_source = PodSourceKind::kCgroup;
             } else if (v == "kubernetes") {
-              return std::string(
-                  "the Kubernetes API pod source is not part of this version; use auto, runtime or "
-                  "cgroup");
+              o.pod_source = PodSourceKind::kKubernetes;
             } else {
-              return "\"" + std::string(v) + "\" is not one of auto, runtime, cgroup";
+              return "\"" + std::string(v) + "\" is not one of auto, kubernetes, runtime, cgroup";
             }
             return std::string();
           });
@@ -114,6 +119,14 @@ FlagSet agent_flags(AgentOptions& o) {
             o.max_connections = n;
             return std::string();
           });
+  f.value("kubeconfig", "PATH",
+          "kubeconfig for the API server (pod watch, TokenReview, SubjectAccessReview)",
+          "in-cluster configuration where present", [&o](std::string_view v) {
+            if (v.empty()) return std::string("must not be empty");
+            o.kubeconfig = v;
+            return std::string();
+          });
+  add_agent_security_flags(f, o.security);
   f.boolean("version", "print the version and exit", [&o] { o.show_version = true; });
   f.boolean("help", "print this help and exit", [&o] { o.show_help = true; });
   return f;
@@ -125,16 +138,59 @@ std::string host_name() {
   return buf;
 }
 
+// The API server from --kubeconfig, else from the in-cluster service account; nullopt (with the
+// reason in `why_not`) where neither is there.
+boost::system::result<std::optional<kube::KubeConfig>, std::string> kube_config(
+    const AgentOptions& o, std::string& why_not) {
+  if (!o.kubeconfig.empty()) {
+    auto c = kube::load_kubeconfig(o.kubeconfig);
+    if (!c)
+      return boost::system::result<std::optional<kube::KubeConfig>, std::string>(
+          boost::system::in_place_error, "nodemeter agent: --kubeconfig: " + c.error());
+    return std::optional<kube::KubeConfig>(std::move(*c));
+  }
+  auto c = kube::load_in_cluster();
+  if (!c) {
+    why_not = c.error();
+    return std::optional<kube::KubeConfig>();
+  }
+  return std::optional<kube::KubeConfig>(std::move(*c));
+}
+
+// Sources best first: the API watch (where there is one), the runtime's state, the cgroup path.
 std::unique_ptr<PodSource> make_pod_source(const AgentOptions& o, const cgroup::Layout& layout,
+                                           const std::shared_ptr<kube::PodInformer>& informer,
                                            Logger& log) {
   std::vector<std::unique_ptr<PodSource>> sources;
-  if (o.pod_source == PodSourceKind::kAuto || o.pod_source == PodSourceKind::kRuntime) {
+  if (informer) sources.push_back(std::make_unique<KubePodSource>(informer));
+  if (o.pod_source != PodSourceKind::kCgroup) {
     sources.push_back(std::make_unique<RuntimeStateSource>(
         RuntimeStateOptions{o.containerd_state_dir, o.crio_state_dir},
         [&log](const std::string& message) { log.warn(message); }));
   }
   sources.push_back(std::make_unique<CgroupPathSource>(layout.primary()));
   return std::make_unique<ChainedPodSource>(std::move(sources));
+}
+
+// Kept cgroup descriptors (four or so per container) and connections both need descriptors:
+// take the hard limit before the first pass, not only when the server starts.
+void raise_descriptor_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max == RLIM_INFINITY ? 1 << 20 : limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
+
+std::string sampler_source_name(bool watching, PodSourceKind kind) {
+  std::string out = watching ? "kubernetes," : "";
+  if (kind != PodSourceKind::kCgroup) out += "runtime,";
+  return out + "cgroup";
+}
+
+std::string endpoint_text(const boost::asio::ip::tcp::endpoint& ep) {
+  return (ep.address().is_v6() ? "[" + ep.address().to_string() + "]" : ep.address().to_string()) +
+         ":" + std::to_string(ep.port());
 }
 
 }  // namespace
@@ -187,9 +243,57 @@ int run_agent(const std::vector<std::string>& args) {
     return 2;
   }
 
+  std::string no_cluster;
+  auto config = kube_config(o, no_cluster);
+  if (!config) {
+    std::fprintf(stderr, "%s\n", config.error().c_str());
+    return 2;
+  }
+  if (o.pod_source == PodSourceKind::kKubernetes && !*config) {
+    std::fprintf(stderr,
+                 "nodemeter agent: --pod-source=kubernetes needs --kubeconfig or in-cluster "
+                 "configuration (%s)\n",
+                 no_cluster.c_str());
+    return 2;
+  }
+  if (auto r = validate_security(o.security, o.listen, config->has_value()); !r) {
+    std::fprintf(stderr, "%s\n", r.error().c_str());
+    return 2;
+  }
+
+  boost::asio::io_context io;
+  std::shared_ptr<kube::ApiClient> api;
+  if (*config) {
+    auto client = kube::ApiClient::create(io, **config);
+    if (!client) {
+      std::fprintf(stderr, "nodemeter agent: %s: %s\n", (*config)->description.c_str(),
+                   client.error().c_str());
+      return 2;
+    }
+    api = *client;
+  }
+  std::shared_ptr<kube::PodInformer> informer;
+  if (api && (o.pod_source == PodSourceKind::kKubernetes || o.pod_source == PodSourceKind::kAuto)) {
+    kube::PodWatchOptions watch;
+    watch.field_selector = "spec.nodeName=" + o.node_name;
+    informer = std::make_shared<kube::PodInformer>(
+        io, api, watch, [&log](const std::string& message) { log.info(message); });
+    informer->start();
+    // Give the first list a moment, so that the first pass already has the pods' names.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{2};
+    while (!informer->status().synced && std::chrono::steady_clock::now() < deadline)
+      io.run_one_until(deadline);
+  }
+
+  raise_descriptor_limit();
   SystemClock clock;
   SelfMetrics metrics(NODEMETER_VERSION, layout->mode, o.proc_root);
-  Sampler sampler(*layout, o.proc_root, make_pod_source(o, *layout, log),
+  if (informer) {
+    metrics.add_collector([informer] {
+      return informer_families("nodemeter_kubernetes_pods_watch", informer->status());
+    });
+  }
+  Sampler sampler(*layout, o.proc_root, make_pod_source(o, *layout, informer, log),
                   SamplerOptions{o.node_name, o.interval, o.window}, clock, log, &metrics);
   HealthState health;
   health.started_steady_ns = steady_ns(clock.steady());
@@ -208,7 +312,6 @@ int run_agent(const std::vector<std::string>& args) {
   };
   publish(sampler.run_pass());  // the first scrape already has data
 
-  boost::asio::io_context io;
   api::ServerOptions server_options;
   server_options.listen = o.listen;
   server_options.max_connections = o.max_connections;
@@ -221,6 +324,25 @@ int run_agent(const std::vector<std::string>& args) {
       }))
     server_options.listen.clear();
 
+  // A self-signed certificate names this node, as the kubelet's does.
+  o.security.tls_hosts = {o.node_name, host_name(), "localhost", "127.0.0.1", "::1"};
+  if (const char* ip = std::getenv("POD_IP"); ip && *ip) o.security.tls_hosts.emplace_back(ip);
+  auto security = make_security(
+      o.security, io, api,
+      [node = o.node_name](const api::Request& r) { return api::kubelet_attributes(r, node); },
+      std::nullopt,
+      [&metrics, &log](api::GuardOutcome outcome, std::string_view detail) {
+        metrics.count_guard_outcome(api::to_string(outcome));
+        if (outcome == api::GuardOutcome::error) {
+          log.warn("a review failed", {{"error", std::string(detail)}});
+        }
+      });
+  if (!security) {
+    std::fprintf(stderr, "%s\n", security.error().c_str());
+    return 2;
+  }
+  server_options.tls = security->tls;
+
   AgentRoutes routes;
   routes.snapshot = [&current] { return current.load(); };
   routes.metrics = &metrics;
@@ -229,8 +351,14 @@ int run_agent(const std::vector<std::string>& args) {
   routes.interval = o.interval;
   routes.window = o.window;
   routes.metrics_api.version = api::version_info(NODEMETER_VERSION);
+  if (informer) {
+    routes.pod_watch = [informer] {
+      const auto st = informer->status();
+      return PodWatchState{st.synced, st.healthy, st.last_error};
+    };
+  }
   api::Server server(
-      io, server_options, routes,
+      io, server_options, security->wrap(routes),
       [&metrics](std::string_view path, unsigned code, std::chrono::nanoseconds elapsed) {
         metrics.observe_request(route_pattern(path), code, elapsed);
       });
@@ -238,19 +366,24 @@ int run_agent(const std::vector<std::string>& args) {
     std::fprintf(stderr, "nodemeter agent: %s\n", r.error().c_str());
     return 1;
   }
+  if (auto r = check_plain_http_endpoints(o.security, server.local_endpoints()); !r) {
+    std::fprintf(stderr, "%s\n", r.error().c_str());
+    return 2;
+  }
   std::string where;
   for (const auto& ep : server.local_endpoints()) {
     if (!where.empty()) where += ",";
-    where +=
-        (ep.address().is_v6() ? "[" + ep.address().to_string() + "]" : ep.address().to_string()) +
-        ":" + std::to_string(ep.port());
+    where += endpoint_text(ep);
   }
   log.info("serving", {{"listen", where},
                        {"node", o.node_name},
                        {"cgroup_mode", cgroup::to_string(layout->mode)},
                        {"cgroup_root", o.cgroup_root.string()},
                        {"interval", format_duration(o.interval)},
-                       {"window", format_duration(o.window)}});
+                       {"window", format_duration(o.window)},
+                       {"pod_source", sampler_source_name(informer != nullptr, o.pod_source)},
+                       {"kubernetes", *config ? (*config)->description : "none: " + no_cluster},
+                       {"security", security->summary}});
 
   // The sampling loop on its own thread: one pass per interval on a steady grid, never two at once
   // (a pass that overruns skips the ticks it missed).
@@ -270,6 +403,23 @@ int run_agent(const std::vector<std::string>& args) {
     });
   };
   schedule();
+  // Under a systemd watchdog, ping at half its period from the sampling thread too, so a long
+  // --interval is no reason for a restart; a pass that hangs still blocks the pings.
+  boost::asio::steady_timer watchdog(sampler_io);
+  uint64_t watchdog_usec = 0;
+  std::function<void()> ping;
+  if (sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0) {
+    const auto period = std::chrono::microseconds{watchdog_usec / 2};
+    ping = [&watchdog, &ping, period] {
+      watchdog.expires_after(period);
+      watchdog.async_wait([&ping](boost::system::error_code ec) {
+        if (ec) return;
+        sd_notify(0, "WATCHDOG=1");
+        ping();
+      });
+    };
+    ping();
+  }
   std::thread sampler_thread([&sampler_io] { sampler_io.run(); });
   sd_notify(0, "READY=1");
 
@@ -278,7 +428,12 @@ int run_agent(const std::vector<std::string>& args) {
     if (ec) return;
     log.info("shutting down", {{"signal", signo == SIGTERM ? "SIGTERM" : "SIGINT"}});
     sd_notify(0, "STOPPING=1");
-    boost::asio::post(sampler_io, [&] { timer.cancel(); });
+    boost::asio::post(sampler_io, [&] {
+      timer.cancel();
+      watchdog.cancel();
+    });
+    if (informer) informer->stop();
+    if (api) api->shutdown();
     server.shutdown(std::chrono::seconds{5}, [&io] { io.stop(); });
   });
   io.run();

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "agent/log.h"
+#include "agent/security.h"
 
 namespace nodemeter::agent {
 
@@ -27,6 +28,8 @@ struct AgentOptions {
   std::filesystem::path crio_state_dir = "/run/containers/storage/overlay-containers";
   LogFormat log_format = LogFormat::kText;
   size_t max_connections = 16384;
+  std::filesystem::path kubeconfig;  // empty: in-cluster configuration, where present
+  SecurityOptions security;
   bool show_help = false;
   bool show_version = false;
 };

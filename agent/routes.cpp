@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "api/exposition.h"
+#include "api/node_view.h"
 #include "api/resource_metrics.h"
 #include "api/summary.h"
 
@@ -44,6 +45,7 @@ struct Check {
   std::string name;
   bool ok;
   std::string reason;
+  std::string note = {};  // said after "ok" in verbose answers
 };
 
 // Kubernetes-style health answer: "ok", or with ?verbose one "[+]name ok" line per check.
@@ -55,7 +57,11 @@ api::Response health_answer(const api::Request& req, std::string_view endpoint,
   std::string body;
   if (has_query_flag(req.target(), "verbose") || !all_ok) {
     for (const auto& c : checks) {
-      body += c.ok ? "[+]" + c.name + " ok\n" : "[-]" + c.name + " failed: " + c.reason + "\n";
+      if (c.ok) {
+        body += "[+]" + c.name + " ok" + (c.note.empty() ? "" : " (" + c.note + ")") + "\n";
+      } else {
+        body += "[-]" + c.name + " failed: " + c.reason + "\n";
+      }
     }
     body += std::string(endpoint) + (all_ok ? " check passed\n" : " check failed\n");
   } else {
@@ -74,7 +80,7 @@ std::string route_pattern(std::string_view target) {
   const std::string_view path = path_of(target);
   static const std::vector<std::string_view> literal{
       "/metrics/resource", "/metrics/cadvisor", "/metrics", "/healthz", "/livez",
-      "/readyz",           "/stats/summary",    "/version", "/apis"};
+      "/readyz",           "/stats/summary",    "/version", "/apis",    api::kNodeViewPath};
   for (auto l : literal) {
     if (path == l) return std::string(l);
   }
@@ -124,9 +130,21 @@ api::Response AgentRoutes::operator()(const api::Request& req) const {
     const int64_t first = health->first_pass_steady_ns.load();
     const bool sampled = first != 0;
     const bool filled = sampled && steady_ns(now) - first >= window.count() - interval.count() / 2;
-    return health_answer(req, "readyz",
-                         {{"sampler", sampled, "no collection pass has finished yet"},
-                          {"window", filled, "the first window of samples is not filled yet"}});
+    std::vector<Check> checks{{"sampler", sampled, "no collection pass has finished yet"},
+                              {"window", filled, "the first window of samples is not filled yet"}};
+    if (pod_watch) {
+      const PodWatchState w = pod_watch();
+      std::string note;
+      if (!w.synced) {
+        note = "no list of this node's pods yet (" + w.last_error +
+               "): names from the runtime's state";
+      } else if (!w.healthy) {
+        note = "API server unreachable (" + w.last_error +
+               "): last known pods kept, new containers named from the runtime's state";
+      }
+      checks.push_back({"kubernetes-pods", true, "", std::move(note)});
+    }
+    return health_answer(req, "readyz", checks);
   }
 
   if (req.method() != http::verb::get && req.method() != http::verb::head) {
@@ -164,6 +182,12 @@ api::Response AgentRoutes::operator()(const api::Request& req) const {
   if (!snap)
     return text(req, http::status::service_unavailable, "no collection pass has finished yet\n");
   if (api::is_summary_path(target)) return api::handle_summary(req, *snap);
+  if (path == api::kNodeViewPath) {
+    const auto view = metrics_view->get(snap, api::make_metrics_view);
+    auto body = node_view_text->get(
+        snap, [&view](const api::Snapshot&) { return api::encode_node_view(*view); });
+    return text(req, http::status::ok, *body, api::kNodeViewContentType);
+  }
   if (api::is_metrics_api_path(target)) {
     const auto view = metrics_view->get(snap, api::make_metrics_view);
     return api::handle_metrics_api(req, *view, metrics_api, clock->wall());

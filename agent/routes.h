@@ -25,6 +25,13 @@ struct HealthState {
   std::atomic<int64_t> last_pass_steady_ns{0};
 };
 
+// The Kubernetes API pod watch, as /readyz?verbose reports it.
+struct PodWatchState {
+  bool synced = false;
+  bool healthy = false;
+  std::string last_error;
+};
+
 int64_t steady_ns(std::chrono::steady_clock::time_point t);
 
 // What one snapshot turns into (an exposition, a Metrics API view), made once: snapshots are
@@ -56,9 +63,15 @@ struct AgentRoutes {
   std::chrono::nanoseconds interval{std::chrono::seconds{5}};
   std::chrono::nanoseconds window{std::chrono::seconds{15}};
   api::MetricsApiOptions metrics_api;
+  // Set where pods are named from the API. An unreachable API server does not make the agent
+  // unready (it keeps serving what it measures, named from the last known state and the
+  // runtime), but /readyz?verbose says so.
+  std::function<PodWatchState()> pod_watch;
   std::shared_ptr<PerSnapshot<std::string>> resource_text =
       std::make_shared<PerSnapshot<std::string>>();
   std::shared_ptr<PerSnapshot<std::string>> cadvisor_text =
+      std::make_shared<PerSnapshot<std::string>>();
+  std::shared_ptr<PerSnapshot<std::string>> node_view_text =  // /metrics/view, for the aggregator
       std::make_shared<PerSnapshot<std::string>>();
   std::shared_ptr<PerSnapshot<api::MetricsView>> metrics_view =
       std::make_shared<PerSnapshot<api::MetricsView>>();

@@ -130,6 +130,13 @@ SelfMetrics::SelfMetrics(std::string version, cgroup::Mode mode, std::filesystem
                         .Name("nodemeter_http_request_duration_seconds")
                         .Help("Time to answer an HTTP request, by route.")
                         .Register(*registry_);
+  guard_outcomes_ =
+      &prometheus::BuildCounter()
+           .Name("nodemeter_http_authorization_total")
+           .Help(
+               "Guarded HTTP requests by what authentication and authorization decided: allowed, "
+               "unauthenticated, forbidden, or error (a review the API server did not answer).")
+           .Register(*registry_);
   prometheus::BuildGauge()
       .Name("nodemeter_build_info")
       .Help("A metric with a constant '1' value labeled by the version nodemeter was built from.")
@@ -167,8 +174,64 @@ void SelfMetrics::observe_request(std::string_view path, unsigned code,
       .Observe(std::chrono::duration<double>(elapsed).count());
 }
 
+void SelfMetrics::count_guard_outcome(std::string_view outcome) {
+  guard_outcomes_->Add({{"outcome", std::string(outcome)}}).Increment();
+}
+
+void SelfMetrics::add_collector(std::function<std::vector<prometheus::MetricFamily>()> collect) {
+  collectors_.push_back(std::move(collect));
+}
+
+std::vector<prometheus::MetricFamily> informer_families(const std::string& prefix,
+                                                        const kube::PodInformer::Status& status) {
+  std::vector<prometheus::MetricFamily> out;
+  auto add = [&](const std::string& suffix, const std::string& help, prometheus::MetricType type,
+                 double value) {
+    prometheus::MetricFamily f;
+    f.name = prefix + suffix;
+    f.help = help;
+    f.type = type;
+    prometheus::ClientMetric m;
+    if (type == prometheus::MetricType::Counter) {
+      m.counter.value = value;
+    } else {
+      m.gauge.value = value;
+    }
+    f.metric.push_back(std::move(m));
+    out.push_back(std::move(f));
+  };
+  using prometheus::MetricType;
+  add("_synced", "1 once a complete list of the pods arrived from the API server.",
+      MetricType::Gauge, status.synced ? 1 : 0);
+  add("_healthy", "1 while the last exchange with the API server succeeded.", MetricType::Gauge,
+      status.healthy ? 1 : 0);
+  add("_pods", "Pods the watch currently knows.", MetricType::Gauge,
+      static_cast<double>(status.pods));
+  add("_lists_total", "Complete lists of the pods.", MetricType::Counter,
+      static_cast<double>(status.lists));
+  add("_watches_total", "Watches the API server accepted.", MetricType::Counter,
+      static_cast<double>(status.watches));
+  add("_relists_gone_total", "Lists made because the resource version expired (410 Gone).",
+      MetricType::Counter, static_cast<double>(status.relists_gone));
+  add("_errors_total", "Lists and watches that failed.", MetricType::Counter,
+      static_cast<double>(status.errors));
+  add("_events_total", "Watch events applied, bookmarks included.", MetricType::Counter,
+      static_cast<double>(status.events));
+  if (status.last_success) {
+    add("_last_success_timestamp_seconds",
+        "When the API server last answered a list or a watch, in seconds since the epoch.",
+        MetricType::Gauge,
+        std::chrono::duration<double>(status.last_success->time_since_epoch()).count());
+  }
+  return out;
+}
+
 std::string SelfMetrics::render() const {
   auto families = registry_->Collect();
+  for (const auto& collect : collectors_) {
+    for (auto& f : collect())
+      families.push_back(std::move(f));
+  }
   for (auto& f : process_families(proc_root_))
     families.push_back(std::move(f));
   std::sort(families.begin(), families.end(),

@@ -11,10 +11,12 @@
 #include <array>
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <string_view>
 
 #include "cgroup/reader.h"
+#include "kube/pods.h"
 
 namespace nodemeter::agent {
 
@@ -29,6 +31,13 @@ class SelfMetrics final : public cgroup::ReadObserver {
   void count_read_error(std::string_view file, std::string_view reason);
   // path: the route's pattern, never the raw path (bounded cardinality).
   void observe_request(std::string_view path, unsigned code, std::chrono::nanoseconds elapsed);
+
+  // A request the authentication and authorization guard decided: allowed, unauthenticated,
+  // forbidden or error (a review that could not be made).
+  void count_guard_outcome(std::string_view outcome);
+  // More families, collected at each render (e.g. the Kubernetes API watch's state). Register
+  // before serving starts.
+  void add_collector(std::function<std::vector<prometheus::MetricFamily>()> collect);
 
   // The exposition of everything, process_* included (Go text format).
   std::string render() const;
@@ -46,7 +55,16 @@ class SelfMetrics final : public cgroup::ReadObserver {
   prometheus::Gauge* pods_;
   prometheus::Family<prometheus::Counter>* http_requests_;
   prometheus::Family<prometheus::Histogram>* http_duration_;
+  prometheus::Family<prometheus::Counter>* guard_outcomes_;
+  std::vector<std::function<std::vector<prometheus::MetricFamily>()>> collectors_;
 };
+
+// The state of a Kubernetes API watch as metrics, every name prefixed with `prefix`
+// ("nodemeter_kubernetes_pods_watch"): _synced and _healthy (0/1), _pods, and the _lists,
+// _watches, _relists_gone, _errors and _events counters, and the time of the last successful
+// exchange (_last_success_timestamp_seconds) once there was one.
+std::vector<prometheus::MetricFamily> informer_families(const std::string& prefix,
+                                                        const kube::PodInformer::Status& status);
 
 // process_cpu_seconds_total, process_resident_memory_bytes, process_virtual_memory_bytes,
 // process_open_fds, process_max_fds, process_start_time_seconds from <proc_root>/self.

@@ -6,7 +6,10 @@ API backend (the agent) unchanged: method, path, query string and Accept header;
 Content-Type and body go back as they are. Every request is recorded, with the backend's answer for
 forwarded ones, so a test can assert what reached the agent.
 
-Bound to 127.0.0.1 on a free port; plain HTTP, no authentication. Use as a context manager.
+Towards the backend it can act as kube-apiserver's aggregation layer does: connect over TLS with a
+front-proxy client certificate and pass the user in X-Remote-User / X-Remote-Group / X-Remote-Extra-*
+(backend_tls=BackendTls(...), remote_user=...). Towards kubectl: bound to 127.0.0.1 on a free port,
+plain HTTP, no authentication. Use as a context manager.
 """
 import datetime
 import http.client
@@ -14,6 +17,7 @@ import http.server
 import json
 import os
 import re
+import ssl
 import threading
 import urllib.parse
 
@@ -106,12 +110,38 @@ def status(code, reason, message, details=None):
     return code, body
 
 
+class BackendTls:
+    """How the stand-in reaches an HTTPS backend: the front-proxy client certificate it presents
+    (or none), and the CA it verifies the backend against (None: insecureSkipTLSVerify, as an
+    APIService without caBundle)."""
+
+    def __init__(self, client_cert=None, client_key=None, ca_file=None):
+        self.client_cert, self.client_key, self.ca_file = client_cert, client_key, ca_file
+
+    def context(self):
+        ctx = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else ssl._create_unverified_context()
+        if self.ca_file:
+            ctx.check_hostname = False  # the backend's certificate names its Service, not 127.0.0.1
+        if self.client_cert:
+            ctx.load_cert_chain(self.client_cert, self.client_key)
+        return ctx
+
+
 class ApiserverStandin:
-    def __init__(self, backend_port, node_name, cpu="2", memory_bytes=None):
-        """backend_port: the Metrics API backend on 127.0.0.1; the node gets cpu cores and
-        memory_bytes (default: this machine's MemTotal) as capacity and allocatable."""
+    def __init__(self, backend_port, node_name, cpu="2", memory_bytes=None, *, nodes=None,
+                 backend_tls=None, remote_user=None, remote_groups=(), remote_extra=None):
+        """backend_port: the Metrics API backend on 127.0.0.1; each node (node_name, or the names
+        in nodes) gets cpu cores and memory_bytes (default: this machine's MemTotal) as capacity
+        and allocatable. backend_tls: reach the backend over HTTPS (a BackendTls). remote_user,
+        remote_groups, remote_extra ({key: [values]}): the user passed on in X-Remote-* headers
+        for every forwarded request, as kube-apiserver passes the user it authenticated."""
         self.backend_port = backend_port
         self.node_name = node_name
+        self.nodes = list(nodes) if nodes else [node_name]
+        self.backend_tls = backend_tls
+        self.remote_user = remote_user
+        self.remote_groups = list(remote_groups)
+        self.remote_extra = dict(remote_extra or {})
         self.cpu = cpu
         self.memory_bytes = memory_bytes if memory_bytes is not None else meminfo_total_bytes()
         self.created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -153,8 +183,9 @@ class ApiserverStandin:
         self.server.server_close()
         self.thread.join(5)
 
-    def add_pod(self, name, namespace, uid, labels=None):
-        self.pods.append({"name": name, "namespace": namespace, "uid": uid, "labels": dict(labels or {})})
+    def add_pod(self, name, namespace, uid, labels=None, node=None):
+        self.pods.append({"name": name, "namespace": namespace, "uid": uid, "labels": dict(labels or {}),
+                          "node": node or self.nodes[0]})
 
     def write_kubeconfig(self, directory, namespace="default"):
         path = os.path.join(directory, "kubeconfig")
@@ -202,13 +233,28 @@ class ApiserverStandin:
             h.wfile.write(body)
 
     def _forward(self, h, request_body):
-        conn = http.client.HTTPConnection("127.0.0.1", self.backend_port, timeout=10)
+        if self.backend_tls:
+            conn = http.client.HTTPSConnection("127.0.0.1", self.backend_port, timeout=10,
+                                               context=self.backend_tls.context())
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.backend_port, timeout=10)
         try:
             headers = {}
             for name in ("Accept", "User-Agent", "Content-Type"):
                 if h.headers.get(name) is not None:
                     headers[name] = h.headers.get(name)
-            conn.request(h.command, h.path, body=request_body, headers=headers)
+            if self.remote_user is not None:
+                headers["X-Remote-User"] = self.remote_user
+                for key, values in self.remote_extra.items():
+                    headers["X-Remote-Extra-" + urllib.parse.quote(key, safe="")] = ",".join(values)
+            conn.putrequest(h.command, h.path, skip_accept_encoding=True)
+            for name, value in headers.items():
+                conn.putheader(name, value)
+            if self.remote_user is not None:
+                for group in self.remote_groups:  # one header per group, as kube-apiserver sends
+                    conn.putheader("X-Remote-Group", group)
+            conn.putheader("Content-Length", str(len(request_body or b"")))
+            conn.endheaders(request_body)
             r = conn.getresponse()
             return r.status, r.getheader("Content-Type", ""), r.read()
         except OSError as e:
@@ -247,11 +293,12 @@ class ApiserverStandin:
             return status(404, "NotFound", "the server could not find the requested resource")
         rest = parts[2:]
         if rest == ["nodes"]:
-            return self._list("NodeList", [self._node()], params, lambda n: n, ("metadata.name",))
+            return self._list("NodeList", [self._node(n) for n in self.nodes], params, lambda n: n,
+                              ("metadata.name",))
         if len(rest) == 2 and rest[0] == "nodes":
-            if rest[1] != self.node_name:
+            if rest[1] not in self.nodes:
                 return status(404, "NotFound", f'nodes "{rest[1]}" not found', {"name": rest[1], "kind": "nodes"})
-            return 200, self._node()
+            return 200, self._node(rest[1])
         if rest == ["pods"]:
             return self._list("PodList", self.pods, params, self._pod, ("metadata.name", "metadata.namespace"))
         if len(rest) == 3 and rest[0] == "namespaces" and rest[2] == "pods":
@@ -279,12 +326,12 @@ class ApiserverStandin:
                 out.append(obj)
         return 200, {"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": out}
 
-    def _node(self):
+    def _node(self, name):
         resources = {"cpu": self.cpu, "memory": f"{self.memory_bytes // 1024}Ki", "pods": "110"}
+        uid = "00000000-0000-0000-0000-%012d" % (self.nodes.index(name) + 1)
         return {"kind": "Node", "apiVersion": "v1",
-                "metadata": {"name": self.node_name, "uid": "00000000-0000-0000-0000-000000000001",
-                             "creationTimestamp": self.created,
-                             "labels": {"kubernetes.io/hostname": self.node_name, "kubernetes.io/os": "linux"}},
+                "metadata": {"name": name, "uid": uid, "creationTimestamp": self.created,
+                             "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}},
                 "spec": {},
                 "status": {"capacity": resources, "allocatable": resources,
                            "conditions": [{"type": "Ready", "status": "True"}],
@@ -295,5 +342,5 @@ class ApiserverStandin:
         return {"kind": "Pod", "apiVersion": "v1",
                 "metadata": {"name": p["name"], "namespace": p["namespace"], "uid": p["uid"],
                              "creationTimestamp": self.created, "labels": p["labels"]},
-                "spec": {"nodeName": self.node_name},
+                "spec": {"nodeName": p["node"]},
                 "status": {"phase": "Running"}}
