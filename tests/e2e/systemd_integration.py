@@ -1,7 +1,8 @@
 """The agent under systemd's protocols, without systemd: sd_notify messages arrive on a
 NOTIFY_SOCKET this test listens on (READY=1 after the first pass, STATUS=, WATCHDOG=1 from the
 sampling loop, STOPPING=1 on SIGTERM), and a listening socket handed over with LISTEN_FDS (socket
-activation) is served instead of the default address."""
+activation) is served instead of the default address; with an explicit --listen as well, both are
+served. (tests/e2e/systemd_units.py runs the unit files' own command line the same way.)"""
 import os
 import signal
 import socket
@@ -21,19 +22,31 @@ def check(ok, what):
     print(("ok   " if ok else "FAIL ") + what)
 
 
-def main():
-    tmp = tempfile.mkdtemp(prefix="nodemeter-systemd-")
-    notify_path = os.path.join(tmp, "notify")
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(notify_path)
-    notify.settimeout(0.2)
+def listening_ports(pid):
+    """The TCP ports the process itself holds listening sockets on (its fds against /proc/net/tcp*)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:  # 0A: LISTEN
+                ports.add(int(f[1].rsplit(":", 1)[1], 16))
+    return ports
 
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    port = listener.getsockname()[1]
 
+def start_activated(listener, notify_path, *flags):
+    """The agent with `listener` handed over as fd 3 (LISTEN_FDS=1, LISTEN_PID its own PID)."""
     def hand_over():
         # Socket activation: the listening socket becomes fd 3 of the agent.
         os.dup2(listener.fileno(), 3)
@@ -41,9 +54,57 @@ def main():
 
     env = dict(os.environ, NOTIFY_SOCKET=notify_path, LISTEN_FDS="1")
     # LISTEN_PID must be the agent's own PID: set by the shell that execs it.
-    proc = subprocess.Popen(["sh", "-c", 'LISTEN_PID=$$ exec "$0" agent --interval=200ms --window=1s', binary()],
+    return subprocess.Popen(["sh", "-c", 'LISTEN_PID=$$ exec "$0" agent "$@"', binary(), *flags],
                             env=env, preexec_fn=hand_over, pass_fds=(3,),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def new_listener():
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    return listener, listener.getsockname()[1]
+
+
+def explicit_listen_too(notify):
+    """A handed-over socket and an explicit --listen: the agent serves both."""
+    listener, port = new_listener()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        other = s.getsockname()[1]
+    proc = start_activated(listener, notify.getsockname(), "--interval=200ms", "--window=1s",
+                           f"--listen=127.0.0.1:{other}")
+    try:
+        deadline = time.time() + 10
+        ready = False
+        while time.time() < deadline and not ready:
+            try:
+                ready = notify.recv(4096).decode() == "READY=1"
+            except socket.timeout:
+                pass
+        answers = [http_get(f"http://127.0.0.1:{p}/healthz")[0] for p in (port, other)] if ready else []
+        check(answers == [200, 200], f"with --listen given too, both it and the handed-over socket answer {answers}")
+        ports = listening_ports(proc.pid)
+        check(ports == {port, other}, f"... and the agent listens on exactly those two ({sorted(ports)})")
+        proc.send_signal(signal.SIGTERM)
+        check(proc.wait(10) == 0, "the agent exits 0")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        listener.close()
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="nodemeter-systemd-")
+    notify_path = os.path.join(tmp, "notify")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    notify.settimeout(0.2)
+
+    listener, port = new_listener()
+    proc = start_activated(listener, notify_path, "--interval=200ms", "--window=1s")
     messages = []
     try:
         deadline = time.time() + 10
@@ -56,12 +117,8 @@ def main():
         check(any(m.startswith("STATUS=tracking ") for m in messages), f"STATUS says what it tracks {messages[:1]}")
         status, _, body = http_get(f"http://127.0.0.1:{port}/healthz")
         check(status == 200 and body == "ok", "the handed-over socket is served (socket activation)")
-        try:
-            socket.create_connection(("127.0.0.1", 10261), timeout=1).close()
-            default_listening = True
-        except OSError:
-            default_listening = False
-        check(not default_listening, "the default address is not bound when a socket is handed over")
+        ports = listening_ports(proc.pid)
+        check(ports == {port}, f"only the handed-over socket is listened on, not the default address ({sorted(ports)})")
         pings = 0
         end = time.time() + 1.5
         while time.time() < end:
@@ -81,6 +138,7 @@ def main():
                 pass
         check(stopping, "STOPPING=1 on SIGTERM")
         check(proc.wait(10) == 0, "the agent exits 0")
+        explicit_listen_too(notify)
     finally:
         if proc.poll() is None:
             proc.kill()
