@@ -1,6 +1,7 @@
 #include "cgroup/reader.h"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -376,6 +377,9 @@ struct CgroupReader::Impl {
   std::string buf;       // file contents, reused by every read
   std::string path_buf;  // path being opened, reused
   std::array<NodeFile, 14> node_files;
+  size_t kept = 0;  // descriptors kept in entries (counted at a pass's start, then as opened)
+  size_t keep_budget = std::numeric_limits<size_t>::max();
+  rlim_t budget_soft_limit = 0;  // RLIMIT_NOFILE's soft limit when the budget was set
 
   enum NodeIndex : size_t {
     kNodeCpuacctUsage,
@@ -464,10 +468,17 @@ struct CgroupReader::Impl {
   }
 
   // Reads through a kept descriptor, opening it first if needed. On success the text is buf[0, n).
+  // Past the descriptor budget the file is opened, read and closed instead.
   std::optional<size_t> fetch_kept(Slot& slot, const std::string& path, ReadError& error) {
     if (slot.fd < 0) {
+      if (kept >= keep_budget) return fetch_once(path, error);
       slot.fd = open_file(path, error);
-      if (slot.fd < 0) return std::nullopt;
+      if (slot.fd < 0) {
+        if (error.errno_value != EMFILE && error.errno_value != ENFILE) return std::nullopt;
+        shed_kept_descriptors();
+        return fetch_once(path, error);
+      }
+      ++kept;
     }
     const ssize_t n = pread_whole(slot.fd, buf);
     if (n < 0) {
@@ -481,9 +492,40 @@ struct CgroupReader::Impl {
   // open + read + close, for files that rarely change.
   std::optional<size_t> fetch_once(const std::string& path, ReadError& error) {
     Slot slot;
-    auto n = fetch_kept(slot, path, error);
+    slot.fd = open_file(path, error);
+    if (slot.fd < 0) return std::nullopt;
+    const ssize_t n = pread_whole(slot.fd, buf);
     slot.close();
-    return n;
+    if (n < 0) {
+      error = make_errno_error(static_cast<int>(-n), path);
+      return std::nullopt;
+    }
+    return static_cast<size_t>(n);
+  }
+
+  // Kept descriptors must not take the whole RLIMIT_NOFILE: the server, the runtime state reader
+  // and /proc need some too. When an open fails for lack of descriptors, every kept one is closed
+  // and from then on at most half of what was held is kept (reads past it open, read and close);
+  // the budget is lifted once the soft limit has grown (the agent raises it).
+  void shed_kept_descriptors() {
+    keep_budget = kept / 2;
+    rlimit limit{};
+    budget_soft_limit = ::getrlimit(RLIMIT_NOFILE, &limit) == 0 ? limit.rlim_cur : 0;
+    for (auto& [path, entry] : entries) {
+      for (auto& slot : entry.slots)
+        slot.close();  // `absent` stays: a missing file is still missing
+    }
+    kept = 0;
+  }
+
+  // At the start of each pass: count what is kept; lift the budget if the limit has grown since.
+  void recount_kept_descriptors() {
+    kept = open_descriptors();
+    if (keep_budget == std::numeric_limits<size_t>::max()) return;
+    rlimit limit{};
+    if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur > budget_soft_limit) {
+      keep_budget = std::numeric_limits<size_t>::max();
+    }
   }
 
   Clock::time_point start_timer() const { return observer ? Clock::now() : Clock::time_point{}; }
@@ -675,6 +717,7 @@ struct CgroupReader::Impl {
   std::vector<CgroupSample> read(std::span<const CgroupTarget> targets,
                                  const ReadOptions& options) {
     ++generation;
+    recount_kept_descriptors();
     passes.clear();
     passes.resize(targets.size());
     for (size_t i = 0; i < targets.size(); ++i) {

@@ -342,7 +342,10 @@ ScanResult scan(const Layout& layout) {
   if (!root) return result;
   auto kubepods = find_kubepods(root);
   if (!kubepods) return result;
-  auto& [kubepods_rel, kubepods_dir] = *kubepods;
+  // Plain references, not a structured binding: the lambda below captures them, which clang
+  // (the fuzz build) accepts for bindings only from version 16.
+  const std::string& kubepods_rel = kubepods->first;
+  Dir& kubepods_dir = kubepods->second;
   result.kubepods_rel_path = kubepods_rel;
 
   const auto kubepods_segments = split_path(kubepods_rel);
