@@ -85,6 +85,9 @@ std::optional<WallTime> parse_rfc3339(std::string_view t) {
                                          std::chrono::month{static_cast<unsigned>(month)},
                                          std::chrono::day{static_cast<unsigned>(day)}};
   if (!date.ok()) return std::nullopt;
+  // system_clock counts nanoseconds in 64 bits: 1677-09-21 to 2262-04-11. Whole years inside
+  // that, with a day to spare for the offset; Go's zero time (year 1) and the like are no time.
+  if (year < 1678 || year > 2261) return std::nullopt;
 
   size_t pos = 19;
   std::chrono::nanoseconds fraction{0};
@@ -301,10 +304,23 @@ RuntimeStateSource::Cached RuntimeStateSource::load(const cgroup::ContainerCgrou
   if (first) return std::move(*first);
   auto second = crio_first ? load_containerd(container.id) : load_crio(container.id);
   if (second) return std::move(*second);
-  return Cached{};
+  Cached none;
+  none.missing = true;
+  return none;
 }
 
 void RuntimeStateSource::refresh(const cgroup::ScanResult& scan) {
+  std::vector<int64_t> stamp;
+  for (const auto* dir : {&options_.containerd_state_dir, &options_.crio_state_dir}) {
+    struct stat st {};
+    const bool present = !dir->empty() && ::stat(dir->c_str(), &st) == 0;
+    stamp.insert(stamp.end(), {present ? static_cast<int64_t>(st.st_ino) : 0,
+                               present ? st.st_mtim.tv_sec : 0, present ? st.st_mtim.tv_nsec : 0});
+  }
+  if (stamp != state_dirs_stamp_) {
+    std::erase_if(containers_, [](const auto& entry) { return entry.second.missing; });
+    state_dirs_stamp_ = std::move(stamp);
+  }
   std::unordered_map<std::string, Cached> containers;
   containers.reserve(containers_.size());
   pods_.clear();

@@ -103,8 +103,9 @@ struct RuntimeStateOptions {
 
 // Names pods and containers from the runtime's state on disk. Each container id is read once, when
 // first seen (the runtime writes config.json before it creates the cgroup), and its entry leaves
-// the cache when the id leaves the scan. A garbage or unreadable file is logged once and the
-// container is left to the next source.
+// the cache when the id leaves the scan; an id without any config.json is read again only when a
+// state directory changes. A garbage or unreadable file is logged once and the container is
+// left to the next source.
 // Start times: containerd's <id>/init.pid mtime (written as the init process is created), else
 // CRI-O's Created annotation, else the config.json mtime. A pod starts with its sandbox.
 class RuntimeStateSource final : public PodSource {
@@ -122,6 +123,7 @@ class RuntimeStateSource final : public PodSource {
  private:
   struct Cached {
     std::optional<RuntimeRecord> record;  // empty: nothing usable on disk for this id
+    bool missing = false;  // no config.json at all (not a garbage one): worth another look later
     std::optional<std::chrono::system_clock::time_point> start_time;
   };
   Cached load(const cgroup::ContainerCgroup& container);
@@ -136,6 +138,10 @@ class RuntimeStateSource final : public PodSource {
   RuntimeStateOptions options_;
   IdentityLog log_;
   size_t config_reads_ = 0;
+  // The state directories' inode and mtime (zero where missing) at the last refresh. When they
+  // change (a directory that vanished is back, a container was added) containers cached as
+  // missing are read again, so names return after an outage of the runtime's state.
+  std::vector<int64_t> state_dirs_stamp_;
   std::unordered_map<std::string, Cached> containers_;  // by container id
   std::unordered_map<std::string, PodInfo> pods_;       // by the scan's pod uid, rebuilt per pass
 };
