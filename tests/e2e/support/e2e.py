@@ -144,9 +144,11 @@ class Pod:
 
     def add(self, name, sandbox=False):
         c = Container(self.node, self, name, uuid.uuid4().hex + uuid.uuid4().hex, sandbox)
+        # As the runtimes do: config.json first, then the cgroup (an agent that scans in between
+        # would otherwise meet a container without state).
+        self.node.write_state(self, c)
         for ctrl in self.node.controllers:
             os.makedirs(c.dir(ctrl), exist_ok=False)
-        self.node.write_state(self, c)
         self.containers.append(c)
         return c
 
@@ -242,12 +244,13 @@ def _rmdir_wait(path):
 class Agent:
     """The real nodemeter binary, run with the given flags on a free loopback port."""
 
-    def __init__(self, *flags, port=None):
+    def __init__(self, *flags, port=None, env=None, preexec_fn=None):
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen([binary(), "agent", f"--listen=127.0.0.1:{self.port}", *flags],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env,
+                                     preexec_fn=preexec_fn)
         deadline = time.time() + 15
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -282,3 +285,99 @@ class Agent:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+# Added for the churn soak and the fault tests (tests/e2e/churn_soak.py, faults.py).
+
+def proc_rss_bytes(pid):
+    """Resident memory of a process (VmRSS), in bytes."""
+    for line in read(f"/proc/{pid}/status").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise KeyError("VmRSS")
+
+
+def proc_fd_count(pid):
+    """Open descriptors of a process."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def recreate_container(node, c):
+    """The container's cgroups made again under the same path: a new identity (new directory
+    inodes), fresh counters, no processes yet."""
+    for ctrl in node.controllers:
+        os.makedirs(c.dir(ctrl), exist_ok=False)
+
+
+def remove_pod(node, pod):
+    """Kills every process of the pod, removes its container and pod cgroups and its runtime
+    state, and forgets it."""
+    for c in pod.containers:
+        node.remove_container(c)
+        shutil.rmtree(os.path.join(node.containerd, c.id), ignore_errors=True)
+    for ctrl in node.controllers:
+        _rmdir_wait(pod.dir(ctrl))
+    node.pods.remove(pod)
+
+
+SOURCE = os.environ.get("NODEMETER_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+TREE = os.path.join(SOURCE, "tests", "fixtures", "trees", "v1-cgroupfs-containerd")
+CONTROLLERS = ("cpu", "cpuacct", "memory")
+
+
+class Tree:
+    """A copy of the v1 fixture tree the agent is pointed at with --cgroup-root and friends."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="nodemeter-faults-")
+        shutil.copytree(TREE, self.dir, dirs_exist_ok=True)
+        self.expected = json.load(open(os.path.join(TREE, "expected.json")))
+        self.state = os.path.join(self.dir, "containerd")
+
+    def flags(self):
+        return [f"--cgroup-root={self.dir}/cgroup", f"--proc-root={self.dir}/proc",
+                f"--containerd-state-dir={self.state}", "--crio-state-dir=", "--node-name=faults-node"]
+
+    def path(self, controller, rel, name=""):
+        return os.path.join(self.dir, "cgroup", controller, rel, name)
+
+    def containers(self):
+        return [(p, c) for p in self.expected["pods"] for c in p["containers"] if not c["sandbox"]]
+
+    def clone_pod(self, pod, name, state_dir=None):
+        """A new pod like `pod` (new UID, new container ids), with its runtime state in state_dir."""
+        uid = str(uuid.uuid4())
+        new_rel = os.path.join(os.path.dirname(pod["rel_path"]), "pod" + uid)
+        ids = {}
+        for c in pod["containers"]:
+            ids[c["id"]] = uuid.uuid4().hex + uuid.uuid4().hex
+        for ctrl in CONTROLLERS:
+            src = self.path(ctrl, pod["rel_path"])
+            dst = self.path(ctrl, new_rel)
+            shutil.copytree(src, dst)
+            for old, new in ids.items():
+                if os.path.isdir(os.path.join(dst, old)):
+                    os.rename(os.path.join(dst, old), os.path.join(dst, new))
+        state_dir = state_dir or self.state
+        for c in pod["containers"]:
+            source = next(d for d in (self.state, state_dir, self.state + ".away")
+                          if os.path.isdir(os.path.join(d, c["id"])))
+            with open(os.path.join(source, c["id"], "config.json")) as f:
+                config = json.load(f)
+            ann = config["annotations"]
+            ann["io.kubernetes.cri.sandbox-uid"] = uid
+            ann["io.kubernetes.cri.sandbox-name"] = name
+            os.makedirs(os.path.join(state_dir, ids[c["id"]]))
+            with open(os.path.join(state_dir, ids[c["id"]], "config.json"), "w") as f:
+                json.dump(config, f)
+        return uid, [ids[c["id"]] for c in pod["containers"] if not c["sandbox"]]
+
+    def cleanup(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def grow(tree, pods):
+    """Adds clones of the fixture's pods until the tree holds about `pods` pods."""
+    base = list(tree.expected["pods"])
+    for i in range(pods - len(base)):
+        tree.clone_pod(base[i % len(base)], f"clone-{i}")
