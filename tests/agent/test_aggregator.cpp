@@ -177,7 +177,8 @@ CycleReport cycle(Aggregator& aggregator, net::io_context& io) {
 
 AggregatorOptions options_for(std::vector<std::string> urls) {
   AggregatorOptions o;
-  o.agent_timeout = 3000ms;
+  o.agent_timeout =
+      10000ms;  // generous: a loaded CI machine must not turn a live agent into a miss
   o.targets = [urls] { return static_targets(urls); };
   return o;
 }
@@ -563,7 +564,7 @@ TEST_CASE("aggregator: start() cycles every resolution; live() turns false when 
   aggregator.start();
   io.run_for(550ms);
   // Cycles at 0, 100, ..., 500 ms: six on a quiet machine; a busy one may skip ticks.
-  CHECK(aggregator.cycles() >= 3);
+  CHECK(aggregator.cycles() >= 2);
   CHECK(aggregator.cycles() <= 6);
   CHECK(a.requests() >= static_cast<int>(aggregator.cycles()));
   CHECK(a.requests() <= static_cast<int>(aggregator.cycles()) + 1);
