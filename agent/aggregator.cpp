@@ -20,8 +20,6 @@ using SteadyClock = std::chrono::steady_clock;
 
 const prometheus::Histogram::BucketBoundaries kCycleBuckets{0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                                             1,    2.5,   5,    10,  30,   60};
-const prometheus::Histogram::BucketBoundaries kHttpBuckets{0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                                           0.025,  0.05,  0.1,    0.25,  1};
 
 int64_t ns_of(SteadyClock::time_point t) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
@@ -52,7 +50,9 @@ HttpClientFactory default_http_client_factory() {
 // --- self metrics --------------------------------------------------------------------------------
 
 AggregatorMetrics::AggregatorMetrics(std::string version, std::filesystem::path proc_root)
-    : registry_(std::make_shared<prometheus::Registry>()), proc_root_(std::move(proc_root)) {
+    : registry_(std::make_shared<prometheus::Registry>()),
+      proc_root_(std::move(proc_root)),
+      serving_(*registry_, version) {
   auto& agents = prometheus::BuildGauge()
                      .Name("nodemeter_aggregator_agents")
                      .Help("Agents fetched in the last cycle, by state (ok, failing).")
@@ -90,20 +90,6 @@ AggregatorMetrics::AggregatorMetrics(std::string version, std::filesystem::path 
                .Help("Pods served (PodMetrics) after the last cycle.")
                .Register(*registry_)
                .Add({});
-  http_requests_ = &prometheus::BuildCounter()
-                        .Name("nodemeter_http_requests_total")
-                        .Help("HTTP requests answered, by route and status code.")
-                        .Register(*registry_);
-  http_duration_ = &prometheus::BuildHistogram()
-                        .Name("nodemeter_http_request_duration_seconds")
-                        .Help("Time to answer an HTTP request, by route.")
-                        .Register(*registry_);
-  prometheus::BuildGauge()
-      .Name("nodemeter_build_info")
-      .Help("A metric with a constant '1' value labeled by the version nodemeter was built from.")
-      .Register(*registry_)
-      .Add({{"version", std::move(version)}})
-      .Set(1);
 }
 
 void AggregatorMetrics::count_fetch_error(std::string_view reason) {
@@ -122,10 +108,7 @@ void AggregatorMetrics::observe_cycle(std::chrono::nanoseconds elapsed, size_t a
 
 void AggregatorMetrics::observe_request(std::string_view path, unsigned code,
                                         std::chrono::nanoseconds elapsed) {
-  const std::string p(path);
-  http_requests_->Add({{"code", std::to_string(code)}, {"path", p}}).Increment();
-  http_duration_->Add({{"path", p}}, kHttpBuckets)
-      .Observe(std::chrono::duration<double>(elapsed).count());
+  serving_.observe_request(path, code, elapsed);
 }
 
 std::string AggregatorMetrics::render() const {

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "agent/log.h"
+#include "agent/self_metrics.h"
 #include "api/metrics_api.h"
 #include "kube/http_client.h"
 
@@ -84,8 +85,7 @@ class AggregatorMetrics {
   prometheus::Gauge* nodes_;
   prometheus::Gauge* pods_;
   prometheus::Counter* cycles_;
-  prometheus::Family<prometheus::Counter>* http_requests_;
-  prometheus::Family<prometheus::Histogram>* http_duration_;
+  ServingMetrics serving_;
 };
 
 // What one cycle did.

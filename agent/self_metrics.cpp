@@ -92,10 +92,36 @@ std::vector<prometheus::MetricFamily> process_families(const std::filesystem::pa
   return out;
 }
 
+ServingMetrics::ServingMetrics(prometheus::Registry& registry, const std::string& version)
+    : requests_(&prometheus::BuildCounter()
+                     .Name("nodemeter_http_requests_total")
+                     .Help("HTTP requests answered, by route and status code.")
+                     .Register(registry)),
+      duration_(&prometheus::BuildHistogram()
+                     .Name("nodemeter_http_request_duration_seconds")
+                     .Help("Time to answer an HTTP request, by route.")
+                     .Register(registry)) {
+  prometheus::BuildGauge()
+      .Name("nodemeter_build_info")
+      .Help("A metric with a constant '1' value labeled by the version nodemeter was built from.")
+      .Register(registry)
+      .Add({{"version", version}})
+      .Set(1);
+}
+
+void ServingMetrics::observe_request(std::string_view path, unsigned code,
+                                     std::chrono::nanoseconds elapsed) {
+  const std::string p(path);
+  requests_->Add({{"code", std::to_string(code)}, {"path", p}}).Increment();
+  duration_->Add({{"path", p}}, kHttpBuckets)
+      .Observe(std::chrono::duration<double>(elapsed).count());
+}
+
 SelfMetrics::SelfMetrics(std::string version, cgroup::Mode mode, std::filesystem::path proc_root)
     : registry_(std::make_shared<prometheus::Registry>()),
       mode_(mode),
-      proc_root_(std::move(proc_root)) {
+      proc_root_(std::move(proc_root)),
+      serving_(*registry_, version) {
   pass_duration_ =
       &prometheus::BuildHistogram()
            .Name("nodemeter_collection_duration_seconds")
@@ -122,14 +148,6 @@ SelfMetrics::SelfMetrics(std::string version, cgroup::Mode mode, std::filesystem
                .Help("Pods tracked in the last pass.")
                .Register(*registry_)
                .Add({});
-  http_requests_ = &prometheus::BuildCounter()
-                        .Name("nodemeter_http_requests_total")
-                        .Help("HTTP requests answered, by route and status code.")
-                        .Register(*registry_);
-  http_duration_ = &prometheus::BuildHistogram()
-                        .Name("nodemeter_http_request_duration_seconds")
-                        .Help("Time to answer an HTTP request, by route.")
-                        .Register(*registry_);
   guard_outcomes_ =
       &prometheus::BuildCounter()
            .Name("nodemeter_http_authorization_total")
@@ -137,12 +155,6 @@ SelfMetrics::SelfMetrics(std::string version, cgroup::Mode mode, std::filesystem
                "Guarded HTTP requests by what authentication and authorization decided: allowed, "
                "unauthenticated, forbidden, or error (a review the API server did not answer).")
            .Register(*registry_);
-  prometheus::BuildGauge()
-      .Name("nodemeter_build_info")
-      .Help("A metric with a constant '1' value labeled by the version nodemeter was built from.")
-      .Register(*registry_)
-      .Add({{"version", version}})
-      .Set(1);
 }
 
 void SelfMetrics::on_file_read(cgroup::FileKind kind, std::chrono::nanoseconds elapsed,
@@ -168,10 +180,7 @@ void SelfMetrics::observe_pass(std::chrono::nanoseconds elapsed, size_t pods, si
 
 void SelfMetrics::observe_request(std::string_view path, unsigned code,
                                   std::chrono::nanoseconds elapsed) {
-  const std::string p(path);
-  http_requests_->Add({{"code", std::to_string(code)}, {"path", p}}).Increment();
-  http_duration_->Add({{"path", p}}, kHttpBuckets)
-      .Observe(std::chrono::duration<double>(elapsed).count());
+  serving_.observe_request(path, code, elapsed);
 }
 
 void SelfMetrics::count_guard_outcome(std::string_view outcome) {

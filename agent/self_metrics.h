@@ -20,6 +20,19 @@
 
 namespace nodemeter::agent {
 
+// What every nodemeter command serves on /metrics besides its own: nodemeter_build_info, and the
+// HTTP server's nodemeter_http_requests_total and nodemeter_http_request_duration_seconds.
+class ServingMetrics {
+ public:
+  ServingMetrics(prometheus::Registry& registry, const std::string& version);
+  // path: the route's pattern, never the raw path (bounded cardinality).
+  void observe_request(std::string_view path, unsigned code, std::chrono::nanoseconds elapsed);
+
+ private:
+  prometheus::Family<prometheus::Counter>* requests_;
+  prometheus::Family<prometheus::Histogram>* duration_;
+};
+
 class SelfMetrics final : public cgroup::ReadObserver {
  public:
   SelfMetrics(std::string version, cgroup::Mode mode, std::filesystem::path proc_root);
@@ -53,8 +66,7 @@ class SelfMetrics final : public cgroup::ReadObserver {
   prometheus::Family<prometheus::Counter>* read_errors_;
   prometheus::Gauge* containers_;
   prometheus::Gauge* pods_;
-  prometheus::Family<prometheus::Counter>* http_requests_;
-  prometheus::Family<prometheus::Histogram>* http_duration_;
+  ServingMetrics serving_;
   prometheus::Family<prometheus::Counter>* guard_outcomes_;
   std::vector<std::function<std::vector<prometheus::MetricFamily>()>> collectors_;
 };
