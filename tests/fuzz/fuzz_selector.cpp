@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <map>
 #include <string>
+#include <tuple>
 
 #include "api/selector.h"
 #include "fuzz_check.h"
@@ -107,12 +108,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const auto again = parse_field_selector(printed);
     const auto* resel = std::get_if<FieldSelector>(&again);
     FUZZ_CHECK(resel != nullptr, "a field selector printed in canonical form parses");
-    const auto& a = sel->requirements();
-    const auto& b = resel->requirements();
-    FUZZ_CHECK(std::equal(a.begin(), a.end(), b.begin(), b.end(),
-                          [](const auto& x, const auto& y) {
-                            return x.field == y.field && x.value == y.value && x.equals == y.equals;
-                          }),
+    // The same requirements, in any order: the parser sorts the raw terms as Go's
+    // fields.ParseSelector does, so "f==x,f=d" and its printed "f=x,f=d" order differently.
+    auto key = [](const auto& r) { return std::make_tuple(r.field, r.value, r.equals); };
+    std::vector<std::tuple<std::string, std::string, bool>> a, b;
+    for (const auto& r : sel->requirements())
+      a.push_back(key(r));
+    for (const auto& r : resel->requirements())
+      b.push_back(key(r));
+    std::sort(a.begin(), a.end());
+    std::sort(b.begin(), b.end());
+    FUZZ_CHECK(a == b,
                "a field selector printed in canonical form parses to the same requirements");
   } else {
     FUZZ_CHECK(!std::get<SelectorError>(field).message.empty(), "an error says what is wrong");
