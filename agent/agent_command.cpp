@@ -1,6 +1,5 @@
 #include "agent/agent_command.h"
 
-#include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -132,31 +131,6 @@ FlagSet agent_flags(AgentOptions& o) {
   return f;
 }
 
-std::string host_name() {
-  char buf[256] = {};
-  if (gethostname(buf, sizeof buf - 1) != 0) return "localhost";
-  return buf;
-}
-
-// The API server from --kubeconfig, else from the in-cluster service account; nullopt (with the
-// reason in `why_not`) where neither is there.
-boost::system::result<std::optional<kube::KubeConfig>, std::string> kube_config(
-    const AgentOptions& o, std::string& why_not) {
-  if (!o.kubeconfig.empty()) {
-    auto c = kube::load_kubeconfig(o.kubeconfig);
-    if (!c)
-      return boost::system::result<std::optional<kube::KubeConfig>, std::string>(
-          boost::system::in_place_error, "nodemeter agent: --kubeconfig: " + c.error());
-    return std::optional<kube::KubeConfig>(std::move(*c));
-  }
-  auto c = kube::load_in_cluster();
-  if (!c) {
-    why_not = c.error();
-    return std::optional<kube::KubeConfig>();
-  }
-  return std::optional<kube::KubeConfig>(std::move(*c));
-}
-
 // Sources best first: the API watch (where there is one), the runtime's state, the cgroup path.
 std::unique_ptr<PodSource> make_pod_source(const AgentOptions& o, const cgroup::Layout& layout,
                                            const std::shared_ptr<kube::PodInformer>& informer,
@@ -172,25 +146,10 @@ std::unique_ptr<PodSource> make_pod_source(const AgentOptions& o, const cgroup::
   return std::make_unique<ChainedPodSource>(std::move(sources));
 }
 
-// Kept cgroup descriptors (four or so per container) and connections both need descriptors:
-// take the hard limit before the first pass, not only when the server starts.
-void raise_descriptor_limit() {
-  rlimit limit{};
-  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
-    limit.rlim_cur = limit.rlim_max == RLIM_INFINITY ? 1 << 20 : limit.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &limit);
-  }
-}
-
 std::string sampler_source_name(bool watching, PodSourceKind kind) {
   std::string out = watching ? "kubernetes," : "";
   if (kind != PodSourceKind::kCgroup) out += "runtime,";
   return out + "cgroup";
-}
-
-std::string endpoint_text(const boost::asio::ip::tcp::endpoint& ep) {
-  return (ep.address().is_v6() ? "[" + ep.address().to_string() + "]" : ep.address().to_string()) +
-         ":" + std::to_string(ep.port());
 }
 
 }  // namespace
@@ -244,9 +203,9 @@ int run_agent(const std::vector<std::string>& args) {
   }
 
   std::string no_cluster;
-  auto config = kube_config(o, no_cluster);
+  auto config = kube::load_config(o.kubeconfig, &no_cluster);
   if (!config) {
-    std::fprintf(stderr, "%s\n", config.error().c_str());
+    std::fprintf(stderr, "nodemeter agent: --kubeconfig: %s\n", config.error().c_str());
     return 2;
   }
   if (o.pod_source == PodSourceKind::kKubernetes && !*config) {
@@ -285,7 +244,9 @@ int run_agent(const std::vector<std::string>& args) {
       io.run_one_until(deadline);
   }
 
-  raise_descriptor_limit();
+  // Kept cgroup descriptors (four or so per container) and connections both need descriptors:
+  // take what the hard limit allows before the first pass, not only when the server starts.
+  api::raise_descriptor_limit(uint64_t{1} << 20);
   SystemClock clock;
   SelfMetrics metrics(NODEMETER_VERSION, layout->mode, o.proc_root);
   if (informer) {
@@ -370,12 +331,7 @@ int run_agent(const std::vector<std::string>& args) {
     std::fprintf(stderr, "%s\n", r.error().c_str());
     return 2;
   }
-  std::string where;
-  for (const auto& ep : server.local_endpoints()) {
-    if (!where.empty()) where += ",";
-    where += endpoint_text(ep);
-  }
-  log.info("serving", {{"listen", where},
+  log.info("serving", {{"listen", api::format_endpoints(server.local_endpoints())},
                        {"node", o.node_name},
                        {"cgroup_mode", cgroup::to_string(layout->mode)},
                        {"cgroup_root", o.cgroup_root.string()},

@@ -112,14 +112,7 @@ void AggregatorMetrics::observe_request(std::string_view path, unsigned code,
 }
 
 std::string AggregatorMetrics::render() const {
-  auto families = registry_->Collect();
-  for (auto& f : process_families(proc_root_))
-    families.push_back(std::move(f));
-  std::sort(families.begin(), families.end(),
-            [](const auto& a, const auto& b) { return a.name < b.name; });
-  std::string out;
-  api::GoTextSerializer::render(out, families);
-  return out;
+  return render_self_metrics(*registry_, proc_root_);
 }
 
 // --- the loop ------------------------------------------------------------------------------------

@@ -151,72 +151,6 @@ FlagSet aggregator_flags(AggregatorCommandOptions& o) {
 
 using Failure = boost::system::result<AggregatorCommandOptions, std::string>;
 
-api::Response text(const api::Request& req, http::status status, std::string body,
-                   std::string_view content_type = "text/plain; charset=utf-8") {
-  api::Response res{status, req.version()};
-  res.set(http::field::content_type, content_type);
-  res.set(http::field::cache_control, "no-store");
-  res.body() = std::move(body);
-  res.keep_alive(req.keep_alive());
-  res.prepare_payload();
-  return res;
-}
-
-bool verbose(std::string_view target) {
-  const size_t q = target.find('?');
-  return q != std::string_view::npos && target.substr(q + 1).find("verbose") != std::string::npos;
-}
-
-// Kubernetes-style: "ok", or "[+]check ok" lines with ?verbose and whenever a check fails.
-api::Response health(const api::Request& req, std::string_view endpoint, std::string_view check,
-                     bool ok, std::string_view reason) {
-  std::string body;
-  if (!ok || verbose(req.target())) {
-    body = "[+]ping ok\n";
-    body += ok ? "[+]" + std::string(check) + " ok\n"
-               : "[-]" + std::string(check) + " failed: " + std::string(reason) + "\n";
-    body += std::string(endpoint) + (ok ? " check passed\n" : " check failed\n");
-  } else {
-    body = "ok";
-  }
-  return text(req, ok ? http::status::ok : http::status::service_unavailable, std::move(body));
-}
-
-std::string host_name() {
-  char buf[256] = {};
-  if (gethostname(buf, sizeof buf - 1) != 0) return "localhost";
-  return buf;
-}
-
-// The aggregator's own service-account token for the agents: a fixed one, or the file re-read
-// when it changes (projected tokens rotate hourly). Called on the aggregator's thread only.
-std::function<std::string()> token_source(const kube::KubeConfig& config) {
-  if (!config.token.empty()) return [token = config.token] { return token; };
-  if (config.token_file.empty()) return {};
-  struct Cached {
-    std::filesystem::path file;
-    std::filesystem::file_time_type mtime{};
-    std::string token;
-  };
-  auto cached = std::make_shared<Cached>();
-  cached->file = config.token_file;
-  return [cached] {
-    std::error_code ec;
-    const auto mtime = std::filesystem::last_write_time(cached->file, ec);
-    if (ec || (!cached->token.empty() && mtime == cached->mtime)) return cached->token;
-    std::ifstream in(cached->file, std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    std::string token = ss.str();
-    while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' '))
-      token.pop_back();
-    if (!in || token.empty()) return cached->token;  // keep the last good one
-    cached->token = std::move(token);
-    cached->mtime = mtime;
-    return cached->token;
-  };
-}
-
 // The agent pods the informer lists, as targets: Running, with a pod IP, one per node.
 std::function<std::vector<AgentTarget>()> discovered_targets(
     std::shared_ptr<kube::PodInformer> informer, std::string scheme, std::string port) {
@@ -279,23 +213,27 @@ boost::system::result<AggregatorCommandOptions, std::string> parse_aggregator_op
 api::Response AggregatorRoutes::operator()(const api::Request& req) const {
   const std::string_view target = req.target();
   const std::string_view path = target.substr(0, target.find('?'));
-  if (path == "/healthz") return health(req, "healthz", "ping", true, "");
+  if (path == "/healthz") return health_response(req, "healthz", {{"ping", true, ""}});
   if (path == "/livez") {
-    return health(req, "livez", "collector", aggregator->live(std::chrono::steady_clock::now()),
-                  "no collection cycle finished in time");
+    return health_response(req, "livez",
+                           {{"ping", true, ""},
+                            {"collector", aggregator->live(std::chrono::steady_clock::now()),
+                             "no collection cycle finished in time"}});
   }
   if (path == "/readyz") {
-    return health(req, "readyz", "collector", aggregator->cycles() > 0,
-                  "the first collection cycle has not finished");
+    return health_response(
+        req, "readyz",
+        {{"ping", true, ""},
+         {"collector", aggregator->cycles() > 0, "the first collection cycle has not finished"}});
   }
   if (req.method() != http::verb::get && req.method() != http::verb::head) {
-    auto res = text(req, http::status::method_not_allowed, "method not allowed\n");
+    auto res = text_response(req, http::status::method_not_allowed, "method not allowed\n");
     res.set(http::field::allow, "GET, HEAD");
     return res;
   }
   if (path == "/metrics") {
-    return text(req, http::status::ok, metrics ? metrics->render() : std::string(),
-                api::kExpositionContentType);
+    return text_response(req, http::status::ok, metrics ? metrics->render() : std::string(),
+                         api::kExpositionContentType);
   }
   if (api::is_metrics_api_path(target)) {
     const auto view = aggregator->view();
@@ -323,18 +261,13 @@ int run_aggregator(const std::vector<std::string>& args) {
   Logger log(o.log_format, stderr, Logger::stderr_is_journal());
 
   // The Kubernetes API: --kubeconfig, else in-cluster when it is there.
-  std::optional<kube::KubeConfig> kube_config;
-  if (!o.kubeconfig.empty()) {
-    auto loaded = kube::load_kubeconfig(o.kubeconfig);
-    if (!loaded) {
-      std::fprintf(stderr, "%s--kubeconfig %s: %s\n", who.c_str(), o.kubeconfig.c_str(),
-                   loaded.error().c_str());
-      return 2;
-    }
-    kube_config = std::move(*loaded);
-  } else if (auto in_cluster = kube::load_in_cluster()) {
-    kube_config = std::move(*in_cluster);
+  auto loaded = kube::load_config(o.kubeconfig);
+  if (!loaded) {
+    std::fprintf(stderr, "%s--kubeconfig %s: %s\n", who.c_str(), o.kubeconfig.c_str(),
+                 loaded.error().c_str());
+    return 2;
   }
+  const std::optional<kube::KubeConfig> kube_config = std::move(*loaded);
   if (!o.agent_selector.empty() && !kube_config) {
     std::fprintf(stderr,
                  "%s--agent-selector needs the Kubernetes API (in-cluster configuration or "
@@ -395,7 +328,7 @@ int run_aggregator(const std::vector<std::string>& args) {
   agg.agent_tls.ca_file = o.agent_ca_file;
   agg.agent_tls.insecure_skip_verify = o.agent_insecure_skip_tls_verify;
   agg.user_agent = "nodemeter-aggregator/" + std::string(NODEMETER_VERSION);
-  if (kube_config) agg.bearer_token = token_source(*kube_config);
+  if (api_client) agg.bearer_token = [api_client] { return api_client->bearer_token(); };
   std::shared_ptr<kube::PodInformer> informer;
   std::string agents_description;
   if (!o.agents.empty()) {
@@ -440,20 +373,13 @@ int run_aggregator(const std::vector<std::string>& args) {
     std::fprintf(stderr, "%s%s\n", who.c_str(), r.error().c_str());
     return 1;
   }
-  std::string where;
-  for (const auto& ep : server.local_endpoints()) {
-    if (!where.empty()) where += ",";
-    where +=
-        (ep.address().is_v6() ? "[" + ep.address().to_string() + "]" : ep.address().to_string()) +
-        ":" + std::to_string(ep.port());
-  }
   std::string agent_tls = "verified against the system's CAs";
   if (o.agent_insecure_skip_tls_verify) {
     agent_tls = "NOT verified (--agent-insecure-skip-tls-verify)";
   } else if (!o.agent_ca_file.empty()) {
     agent_tls = "verified against " + o.agent_ca_file;
   }
-  log.info("serving", {{"listen", where},
+  log.info("serving", {{"listen", api::format_endpoints(server.local_endpoints())},
                        {"security", security->summary},
                        {"agents", agents_description},
                        {"agent_tls", agent_tls},

@@ -1,5 +1,7 @@
 #include "agent/flags.h"
 
+#include <unistd.h>
+
 #include <charconv>
 #include <cmath>
 #include <optional>
@@ -151,6 +153,12 @@ std::string FlagSet::usage() const {
     out += '\n';
   }
   return out;
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof buf - 1) != 0) return "localhost";
+  return buf;
 }
 
 }  // namespace nodemeter::agent

@@ -44,4 +44,7 @@ class FlagSet {
   std::vector<Flag> flags_;
 };
 
+// This machine's host name (a default for names and certificate SANs); "localhost" if unknown.
+std::string host_name();
+
 }  // namespace nodemeter::agent

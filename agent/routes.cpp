@@ -30,8 +30,10 @@ bool has_query_flag(std::string_view target, std::string_view flag) {
   return false;
 }
 
-api::Response text(const api::Request& req, http::status status, std::string body,
-                   std::string_view content_type = "text/plain; charset=utf-8") {
+}  // namespace
+
+api::Response text_response(const api::Request& req, http::status status, std::string body,
+                            std::string_view content_type) {
   api::Response res{status, req.version()};
   res.set(http::field::content_type, content_type);
   res.set(http::field::cache_control, "no-store");
@@ -41,16 +43,8 @@ api::Response text(const api::Request& req, http::status status, std::string bod
   return res;
 }
 
-struct Check {
-  std::string name;
-  bool ok;
-  std::string reason;
-  std::string note = {};  // said after "ok" in verbose answers
-};
-
-// Kubernetes-style health answer: "ok", or with ?verbose one "[+]name ok" line per check.
-api::Response health_answer(const api::Request& req, std::string_view endpoint,
-                            const std::vector<Check>& checks) {
+api::Response health_response(const api::Request& req, std::string_view endpoint,
+                              const std::vector<HealthCheck>& checks) {
   bool all_ok = true;
   for (const auto& c : checks)
     all_ok = all_ok && c.ok;
@@ -67,10 +61,9 @@ api::Response health_answer(const api::Request& req, std::string_view endpoint,
   } else {
     body = "ok";
   }
-  return text(req, all_ok ? http::status::ok : http::status::service_unavailable, std::move(body));
+  return text_response(req, all_ok ? http::status::ok : http::status::service_unavailable,
+                       std::move(body));
 }
-
-}  // namespace
 
 int64_t steady_ns(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
@@ -115,23 +108,24 @@ api::Response AgentRoutes::operator()(const api::Request& req) const {
   const std::string_view path = path_of(target);
   const auto now = clock->steady();
 
-  if (path == "/healthz") return health_answer(req, "healthz", {{"ping", true, ""}});
+  if (path == "/healthz") return health_response(req, "healthz", {{"ping", true, ""}});
   if (path == "/livez") {
     const int64_t last = health->last_pass_steady_ns.load();
     const int64_t since = last != 0 ? last : health->started_steady_ns.load();
     const bool ok = steady_ns(now) - since <= (3 * interval).count();
-    return health_answer(req, "livez",
-                         {{"ping", true, ""},
-                          {"sampler", ok,
-                           last != 0 ? "no collection pass finished within three intervals"
-                                     : "the first collection pass has not finished"}});
+    return health_response(req, "livez",
+                           {{"ping", true, ""},
+                            {"sampler", ok,
+                             last != 0 ? "no collection pass finished within three intervals"
+                                       : "the first collection pass has not finished"}});
   }
   if (path == "/readyz") {
     const int64_t first = health->first_pass_steady_ns.load();
     const bool sampled = first != 0;
     const bool filled = sampled && steady_ns(now) - first >= window.count() - interval.count() / 2;
-    std::vector<Check> checks{{"sampler", sampled, "no collection pass has finished yet"},
-                              {"window", filled, "the first window of samples is not filled yet"}};
+    std::vector<HealthCheck> checks{
+        {"sampler", sampled, "no collection pass has finished yet"},
+        {"window", filled, "the first window of samples is not filled yet"}};
     if (pod_watch) {
       const PodWatchState w = pod_watch();
       std::string note;
@@ -144,11 +138,11 @@ api::Response AgentRoutes::operator()(const api::Request& req) const {
       }
       checks.push_back({"kubernetes-pods", true, "", std::move(note)});
     }
-    return health_answer(req, "readyz", checks);
+    return health_response(req, "readyz", checks);
   }
 
   if (req.method() != http::verb::get && req.method() != http::verb::head) {
-    auto res = text(req, http::status::method_not_allowed, "method not allowed\n");
+    auto res = text_response(req, http::status::method_not_allowed, "method not allowed\n");
     res.set(http::field::allow, "GET, HEAD");
     return res;
   }
@@ -173,26 +167,27 @@ api::Response AgentRoutes::operator()(const api::Request& req) const {
         return out;
       });
     }
-    return text(req, http::status::ok, std::move(body), api::kExpositionContentType);
+    return text_response(req, http::status::ok, std::move(body), api::kExpositionContentType);
   }
   if (path == "/metrics") {
-    return text(req, http::status::ok, metrics ? metrics->render() : std::string(),
-                api::kExpositionContentType);
+    return text_response(req, http::status::ok, metrics ? metrics->render() : std::string(),
+                         api::kExpositionContentType);
   }
   if (!snap)
-    return text(req, http::status::service_unavailable, "no collection pass has finished yet\n");
+    return text_response(req, http::status::service_unavailable,
+                         "no collection pass has finished yet\n");
   if (api::is_summary_path(target)) return api::handle_summary(req, *snap);
   if (path == api::kNodeViewPath) {
     const auto view = metrics_view->get(snap, api::make_metrics_view);
     auto body = node_view_text->get(
         snap, [&view](const api::Snapshot&) { return api::encode_node_view(*view); });
-    return text(req, http::status::ok, *body, api::kNodeViewContentType);
+    return text_response(req, http::status::ok, *body, api::kNodeViewContentType);
   }
   if (api::is_metrics_api_path(target)) {
     const auto view = metrics_view->get(snap, api::make_metrics_view);
     return api::handle_metrics_api(req, *view, metrics_api, clock->wall());
   }
-  return text(req, http::status::not_found, "404 page not found\n");
+  return text_response(req, http::status::not_found, "404 page not found\n");
 }
 
 }  // namespace nodemeter::agent

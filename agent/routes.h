@@ -9,6 +9,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "agent/clock.h"
 #include "agent/self_metrics.h"
@@ -31,6 +32,22 @@ struct PodWatchState {
   bool healthy = false;
   std::string last_error;
 };
+
+// A response with a text body (plain text unless said), never cached.
+api::Response text_response(const api::Request& req, boost::beast::http::status status,
+                            std::string body,
+                            std::string_view content_type = "text/plain; charset=utf-8");
+
+struct HealthCheck {
+  std::string name;
+  bool ok;
+  std::string reason;     // why it failed
+  std::string note = {};  // said after "ok" in verbose answers
+};
+// Kubernetes-style health answer: "ok", or with ?verbose (and whenever a check fails) one
+// "[+]name ok" / "[-]name failed: reason" line per check and "<endpoint> check passed|failed".
+api::Response health_response(const api::Request& req, std::string_view endpoint,
+                              const std::vector<HealthCheck>& checks);
 
 int64_t steady_ns(std::chrono::steady_clock::time_point t);
 

@@ -235,19 +235,28 @@ std::vector<prometheus::MetricFamily> informer_families(const std::string& prefi
   return out;
 }
 
-std::string SelfMetrics::render() const {
-  auto families = registry_->Collect();
-  for (const auto& collect : collectors_) {
-    for (auto& f : collect())
-      families.push_back(std::move(f));
-  }
-  for (auto& f : process_families(proc_root_))
+std::string render_self_metrics(const prometheus::Registry& registry,
+                                const std::filesystem::path& proc_root,
+                                std::vector<prometheus::MetricFamily> more) {
+  auto families = registry.Collect();
+  for (auto& f : more)
+    families.push_back(std::move(f));
+  for (auto& f : process_families(proc_root))
     families.push_back(std::move(f));
   std::sort(families.begin(), families.end(),
             [](const auto& a, const auto& b) { return a.name < b.name; });
   std::string out;
   api::GoTextSerializer::render(out, families);
   return out;
+}
+
+std::string SelfMetrics::render() const {
+  std::vector<prometheus::MetricFamily> more;
+  for (const auto& collect : collectors_) {
+    for (auto& f : collect())
+      more.push_back(std::move(f));
+  }
+  return render_self_metrics(*registry_, proc_root_, std::move(more));
 }
 
 }  // namespace nodemeter::agent

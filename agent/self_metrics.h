@@ -71,6 +71,12 @@ class SelfMetrics final : public cgroup::ReadObserver {
   std::vector<std::function<std::vector<prometheus::MetricFamily>()>> collectors_;
 };
 
+// The Go text exposition of a registry's families, `more`, and the process_* families of
+// <proc_root>/self, sorted by name: what a command's /metrics serves.
+std::string render_self_metrics(const prometheus::Registry& registry,
+                                const std::filesystem::path& proc_root,
+                                std::vector<prometheus::MetricFamily> more = {});
+
 // The state of a Kubernetes API watch as metrics, every name prefixed with `prefix`
 // ("nodemeter_kubernetes_pods_watch"): _synced and _healthy (0/1), _pods, and the _lists,
 // _watches, _relists_gone, _errors and _events counters, and the time of the last successful

@@ -54,14 +54,6 @@ std::string_view path_of(std::string_view target) {
   return target.substr(0, target.find('?'));
 }
 
-// Raises the soft descriptor limit towards `wanted`, never above the hard limit and never down.
-void raise_descriptor_limit(rlim_t wanted) {
-  rlimit limit{};
-  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= wanted) return;
-  limit.rlim_cur = limit.rlim_max == RLIM_INFINITY ? wanted : std::min(wanted, limit.rlim_max);
-  setrlimit(RLIMIT_NOFILE, &limit);
-}
-
 // The Date header, formatted once per second.
 class DateHeader {
  public:
@@ -727,6 +719,24 @@ void Core::abort() {
 }
 
 }  // namespace
+
+std::string format_endpoints(const std::vector<tcp::endpoint>& endpoints) {
+  std::string out;
+  for (const auto& ep : endpoints) {
+    if (!out.empty()) out += ",";
+    const std::string address = ep.address().to_string();
+    out += (ep.address().is_v6() ? "[" + address + "]" : address) + ":" + std::to_string(ep.port());
+  }
+  return out;
+}
+
+void raise_descriptor_limit(uint64_t wanted) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= wanted) return;
+  limit.rlim_cur =
+      limit.rlim_max == RLIM_INFINITY ? wanted : std::min<rlim_t>(wanted, limit.rlim_max);
+  setrlimit(RLIMIT_NOFILE, &limit);
+}
 
 boost::system::result<tcp::endpoint, std::string> parse_listen_address(const std::string& value) {
   auto fail = [&](std::string_view why) -> boost::system::result<tcp::endpoint, std::string> {

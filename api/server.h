@@ -12,6 +12,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/system/result.hpp>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -70,6 +71,12 @@ struct ServerOptions {
 // Parses "host:port", "[v6]:port" or ":port"; the error names the value.
 boost::system::result<boost::asio::ip::tcp::endpoint, std::string> parse_listen_address(
     const std::string& value);
+
+// "127.0.0.1:10261", "[::1]:10261": an endpoint as --listen spells it; several joined by commas.
+std::string format_endpoints(const std::vector<boost::asio::ip::tcp::endpoint>& endpoints);
+
+// Raises the soft RLIMIT_NOFILE towards `wanted`, never above the hard limit and never down.
+void raise_descriptor_limit(uint64_t wanted);
 
 class Server {
  public:

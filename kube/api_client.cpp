@@ -238,13 +238,13 @@ class ApiClientImpl final : public ApiClient {
       if (boost::beast::iequals(name, "accept")) accept = true;
     }
     if (!accept) request.headers.emplace_back("Accept", "application/json");
-    const std::string token = current_token();
+    const std::string token = bearer_token();
     if (!token.empty()) request.headers.emplace_back("Authorization", "Bearer " + token);
   }
 
   // The token file's content as of its last change; a file that vanished or became unreadable
   // leaves the last token in use (a projected token is swapped by a symlink rename).
-  std::string current_token() {
+  std::string bearer_token() override {
     std::lock_guard lock(mu_);
     if (!config_.token_file.empty()) reload_locked();
     return file_token_.empty() ? config_.token : file_token_;
@@ -274,6 +274,22 @@ class ApiClientImpl final : public ApiClient {
 };
 
 }  // namespace
+
+boost::system::result<std::optional<KubeConfig>, std::string> load_config(
+    const std::filesystem::path& kubeconfig, std::string* why_not) {
+  using Result = boost::system::result<std::optional<KubeConfig>, std::string>;
+  if (!kubeconfig.empty()) {
+    auto loaded = load_kubeconfig(kubeconfig);
+    if (!loaded) return Result(boost::system::in_place_error, loaded.error());
+    return std::optional<KubeConfig>(std::move(*loaded));
+  }
+  auto in_cluster = load_in_cluster();
+  if (!in_cluster) {
+    if (why_not) *why_not = in_cluster.error();
+    return std::optional<KubeConfig>();
+  }
+  return std::optional<KubeConfig>(std::move(*in_cluster));
+}
 
 boost::system::result<KubeConfig, std::string> load_in_cluster(const InClusterPaths& paths) {
   const char* host = std::getenv("KUBERNETES_SERVICE_HOST");

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -37,6 +38,10 @@ boost::system::result<KubeConfig, std::string> load_in_cluster(const InClusterPa
 // Relative file paths are taken from the kubeconfig's directory.
 boost::system::result<KubeConfig, std::string> load_kubeconfig(const std::filesystem::path& file,
                                                                std::string_view context = {});
+// What a command runs with: `kubeconfig` where given (its errors are errors), else the
+// in-cluster configuration where present, else nullopt with the reason in `why_not`.
+boost::system::result<std::optional<KubeConfig>, std::string> load_config(
+    const std::filesystem::path& kubeconfig, std::string* why_not = nullptr);
 
 class ApiClient {
  public:
@@ -49,6 +54,9 @@ class ApiClient {
   virtual std::shared_ptr<StreamHandle> stream(HttpRequest request, StreamCallbacks callbacks) = 0;
   virtual void shutdown() = 0;
   virtual const KubeConfig& config() const = 0;
+  // The bearer token requests carry now (the token file re-read when it changed), for callers
+  // that authenticate elsewhere with the same identity (the aggregator towards the agents).
+  virtual std::string bearer_token() = 0;
 };
 
 }  // namespace nodemeter::kube

@@ -33,6 +33,7 @@ class FakeApiClient : public kube::ApiClient {
   }
   void shutdown() override {}
   const kube::KubeConfig& config() const override { return config_; }
+  std::string bearer_token() override { return config_.token; }
 
  private:
   kube::KubeConfig config_;
