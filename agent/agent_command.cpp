@@ -17,6 +17,7 @@
 #include "agent/flags.h"
 #include "agent/identity.h"
 #include "agent/kube_pod_source.h"
+#include "agent/published.h"
 #include "agent/routes.h"
 #include "agent/sampler.h"
 #include "agent/self_metrics.h"
@@ -258,7 +259,7 @@ int run_agent(const std::vector<std::string>& args) {
                   SamplerOptions{o.node_name, o.interval, o.window}, clock, log, &metrics);
   HealthState health;
   health.started_steady_ns = steady_ns(clock.steady());
-  std::atomic<std::shared_ptr<const api::Snapshot>> current;
+  Published<api::Snapshot> current;
 
   auto publish = [&](api::SnapshotPtr snap) {
     const auto now = steady_ns(clock.steady());

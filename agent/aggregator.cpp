@@ -9,6 +9,7 @@
 #include <malloc.h>
 #endif
 
+#include "agent/published.h"
 #include "agent/self_metrics.h"
 #include "api/exposition.h"
 #include "api/node_view.h"
@@ -166,7 +167,7 @@ struct Aggregator::State : std::enable_shared_from_this<State> {
 
   std::map<std::string, Entry> entries;  // by node name, or URL where the node is unknown
   std::shared_ptr<const api::MetricsView> current;  // what the slices point into (io thread)
-  std::atomic<std::shared_ptr<const api::MetricsView>> published;
+  Published<api::MetricsView> published;
   std::unique_ptr<Cycle> cycle;
 
   std::atomic<bool> stopped{false};
