@@ -55,16 +55,20 @@ soak: test-deps $(BUILD)/CMakeCache.txt
 	@SOAK_SECONDS=$(SOAK_SECONDS) NODEMETER_BINARY=$(BUILD)/nodemeter NODEMETER_SOURCE_DIR=$(CURDIR) \
 		python3 tests/e2e/churn_soak.py
 
-# The whole suite under ASan + UBSan, then the threaded parts (server, sampler, agent) under TSan.
+# The whole suite under ASan + UBSan, then the threaded parts (server, sampler, agent, Kubernetes
+# client, aggregator) under TSan. Built by clang at -O1: g++ takes several times longer on the Beast
+# sources under ASan and, at -O2, warns maybe-uninitialized inside libstdc++'s <regex>. -Werror stays
+# with the g++ build `make test` does; here a warning is not what is looked for.
+SANITIZE_FLAGS = -DCMAKE_BUILD_TYPE= "-DCMAKE_CXX_FLAGS=-O1 -gline-tables-only" -DNODEMETER_WERROR=OFF
 SANITIZER_ENV = NODEMETER_SANITIZED=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
-TSAN_TESTS = ^(api\.|agent\.)|e2e: (agent_real_cgroups|churn_soak|faults)$$
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp
+TSAN_TESTS = ^(api\.|agent\.|kube\.)|e2e: (agent_real_cgroups|churn_soak|faults|cluster_top)$$
 test-sanitize: test-deps
-	@cmake -S . -B build-asan $(CMAKE_FLAGS) -DNODEMETER_SANITIZE=address,undefined >/dev/null
+	@CXX=clang++ cmake -S . -B build-asan $(SANITIZE_FLAGS) -DNODEMETER_SANITIZE=address,undefined >/dev/null
 	@cmake --build build-asan -j $(JOBS)
-	@cd build-asan && $(SANITIZER_ENV) ctest --output-on-failure -j $(JOBS) --timeout 900 -LE fuzz-smoke
-	@cmake -S . -B build-tsan $(CMAKE_FLAGS) -DNODEMETER_SANITIZE=thread >/dev/null
-	@cmake --build build-tsan -j $(JOBS) --target nodemeter test_api test_agent
+	@cd build-asan && $(SANITIZER_ENV) ctest --output-on-failure -j $(JOBS) --timeout 900
+	@CXX=clang++ cmake -S . -B build-tsan $(SANITIZE_FLAGS) -DNODEMETER_SANITIZE=thread >/dev/null
+	@cmake --build build-tsan -j $(JOBS) --target nodemeter test_api test_agent test_kube
 	@cd build-tsan && $(SANITIZER_ENV) ctest --output-on-failure --timeout 900 -R '$(TSAN_TESTS)'
 
 bench:
