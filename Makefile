@@ -61,7 +61,8 @@ soak: test-deps $(BUILD)/CMakeCache.txt
 # with the g++ build `make test` does; here a warning is not what is looked for.
 SANITIZE_FLAGS = -DCMAKE_BUILD_TYPE= "-DCMAKE_CXX_FLAGS=-O1 -gline-tables-only" -DNODEMETER_WERROR=OFF
 SANITIZER_ENV = NODEMETER_SANITIZED=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp
 TSAN_TESTS = ^(api\.|agent\.|kube\.)|e2e: (agent_real_cgroups|churn_soak|faults|cluster_top)$$
 test-sanitize: test-deps
 	@CXX=clang++ cmake -S . -B build-asan $(SANITIZE_FLAGS) -DNODEMETER_SANITIZE=address,undefined >/dev/null

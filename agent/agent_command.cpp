@@ -21,6 +21,7 @@
 #include "agent/routes.h"
 #include "agent/sampler.h"
 #include "agent/self_metrics.h"
+#include "agent/stop_signals.h"
 #include "api/server.h"
 #include "cgroup/layout.h"
 #include "kube/api_client.h"
@@ -396,6 +397,7 @@ int run_agent(const std::vector<std::string>& args) {
   io.run();
   sampler_io.stop();
   sampler_thread.join();
+  ignore_stop_signals(signals);
   log.info("stopped");
   return 0;
 }

@@ -19,6 +19,7 @@
 
 #include "agent/flags.h"
 #include "agent/routes.h"
+#include "agent/stop_signals.h"
 #include "api/auth.h"
 #include "api/exposition.h"
 #include "api/k8s_json.h"
@@ -415,6 +416,7 @@ int run_aggregator(const std::vector<std::string>& args) {
   aggregator_io.stop();
   aggregator_thread.join();
   if (api_client) api_client->shutdown();
+  ignore_stop_signals(signals);
   log.info("stopped");
   return 0;
 }

@@ -294,6 +294,28 @@ def part_sigterm():
         tree.cleanup()
 
 
+def part_repeated_sigterm():
+    """systemd, the kubelet and impatient users may signal again while the agent stops: the exit
+    must stay a clean 0, never death by the repeated signal (asio restores SIG_DFL as its
+    signal_set goes, and a SIGTERM in the last milliseconds of teardown used to kill the agent)."""
+    tree = Tree()
+    try:
+        codes = []
+        for _ in range(12):
+            agent = Agent("--interval=100ms", "--window=500ms", *tree.flags())
+            try:
+                deadline = time.time() + 10
+                while agent.proc.poll() is None and time.time() < deadline:
+                    agent.proc.send_signal(signal.SIGTERM)  # every 0.2 ms until it is gone
+                    time.sleep(0.0002)
+                codes.append(agent.proc.wait(5))
+            finally:
+                agent.stop()
+        check(codes == [0] * len(codes), f"SIGTERM repeated through shutdown: every exit is 0 ({codes})")
+    finally:
+        tree.cleanup()
+
+
 def go_duration_seconds(text):
     """A Go duration as the Metrics API prints it ("985.08ms", "1.002s", "1m0.5s") in seconds."""
     units = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
@@ -374,6 +396,7 @@ def main():
     part_garbage_and_state()
     part_descriptors()
     part_sigterm()
+    part_repeated_sigterm()
     skipped = part_clock_jump()
     failed = [w for ok, w in checks if not ok]
     if failed:

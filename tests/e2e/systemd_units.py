@@ -533,7 +533,8 @@ def inner(args):
         os.kill(agent.pid, signal.SIGTERM)  # what `systemctl stop` sends first
         notify.poll(6, until=lambda m: any(x[3] == "STOPPING=1" for x in m))
         check("STOPPING=1" in notify.texts(), "STOPPING=1 on SIGTERM")
-        check(stop(agent) == 0, "the agent exits 0 on SIGTERM (no Restart=on-failure)")
+        code = stop(agent)
+        check(code == 0, f"the agent exits 0 on SIGTERM (no Restart=on-failure; exit {code})")
 
         match = {"_PID": str(agent.pid)}
         entries = wait_journal(match, 3)
@@ -926,8 +927,8 @@ def under_systemd(tmp):
                  stopped.get("ExecMainStatus") == "0")
         last = [] if clean else pid1.run("journalctl", "-u", "nodemeter.service", "-o", "cat", "-n", "15",
                                          "--no-pager").splitlines()
-        check(clean, f"PID 1: systemctl stop ends it cleanly, exit 0 ({stopped}{'; journal: ' if last else ''}"
-              f"{' | '.join(last)})")
+        journal = f"; journal: {' | '.join(last)}" if last else ""
+        check(clean, f"PID 1: systemctl stop ends it cleanly, exit 0 ({stopped}{journal})")
         check(pid1.run("systemctl", "is-active", "nodemeter.socket") == "active",
               "PID 1: nodemeter.socket keeps listening after the service stops")
     finally:
