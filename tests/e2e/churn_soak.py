@@ -70,12 +70,27 @@ class World:
         self.restarts = {}    # key -> time of the last restart (the counter may go down then)
         self.failures = []
         self.scrapes = {p: 0 for p in ENDPOINTS}
+        self.names = {}       # pod UID -> (namespace, name), for pods the agent serves by UID alone
         self.stats = {"pods_created": 0, "pods_removed": 0, "restarts_new_id": 0,
                       "restarts_same_path": 0, "deleted_while_read": 0}
 
     def bound_cores(self, key):
         with self.lock:
             return self.procs.get(key, 0)
+
+    def made(self, pod):
+        with self.lock:
+            self.names[pod.uid] = (pod.namespace, pod.name)
+        return pod
+
+    def resolve(self, ns, pod):
+        """A pod served under its UID alone (namespace "") is one whose containers, and with them
+        the runtime state that names it, are already gone while its cgroup still is: the last pass
+        or so of a pod being removed. Its bounds are those of the pod made with that UID."""
+        if ns:
+            return ns, pod
+        with self.lock:
+            return self.names.get(pod, (ns, pod))
 
     def pod_bound(self, ns, pod):
         with self.lock:
@@ -118,7 +133,7 @@ def churn(node, world, stop, rng):
         try:
             if (action < 0.3 and len(pods) < MAX_CHURN_PODS) or not pods:
                 serial += 1
-                pod = node.pod(f"churn-{serial}", "churn", rng.choice(["burstable", "besteffort"]))
+                pod = world.made(node.pod(f"churn-{serial}", "churn", rng.choice(["burstable", "besteffort"])))
                 for i in range(rng.randint(1, 2)):
                     burn = burning_count(world) < MAX_BURNERS and rng.random() < 0.5
                     c = pod.add(f"{'burn' if burn else 'idle'}-{i}")
@@ -242,7 +257,7 @@ class Scraper(threading.Thread):
             if name != "container_cpu_usage_seconds_total":
                 continue
             lab = dict(labels)
-            key = (lab["namespace"], lab["pod"], lab["container"])
+            key = (*self.world.resolve(lab["namespace"], lab["pod"]), lab["container"])
             if value <= 0:
                 self.world.failure(f"container_cpu_usage_seconds_total {key} is {value}")
             prev = self.last.get(key)
@@ -273,14 +288,15 @@ class Scraper(threading.Thread):
             for c in pod.get("containers", []):
                 cpu = c.get("cpu", {})
                 if "usageNanoCores" in cpu:
-                    key = (ref["namespace"], ref["name"], c["name"])
+                    key = (*self.world.resolve(ref["namespace"], ref["name"]), c["name"])
                     self.check_rate("/stats/summary", key, cpu["usageNanoCores"], self.world.bound_cores(key))
             cpu = pod.get("cpu", {})
             if "usageNanoCores" in cpu:
                 detail = {"startTime": pod.get("startTime"), "cpu": cpu,
                           "containers": [(c["name"], c.get("startTime"), c.get("cpu")) for c in pod.get("containers", [])]}
-                self.check_rate("/stats/summary pod", (ref["namespace"], ref["name"]), cpu["usageNanoCores"],
-                                self.world.pod_bound(ref["namespace"], ref["name"]), detail)
+                ns, name = self.world.resolve(ref["namespace"], ref["name"])
+                self.check_rate("/stats/summary pod", (ns, name), cpu["usageNanoCores"],
+                                self.world.pod_bound(ns, name), detail)
 
     def check_metrics_api(self, doc):
         if doc.get("kind") != "PodMetricsList":
@@ -288,7 +304,7 @@ class Scraper(threading.Thread):
         for item in doc["items"]:
             meta = item["metadata"]
             for c in item["containers"]:
-                key = (meta["namespace"], meta["name"], c["name"])
+                key = (*self.world.resolve(meta["namespace"], meta["name"]), c["name"])
                 self.check_rate("Metrics API", key, cpu_nanocores(c["usage"]["cpu"]), self.world.bound_cores(key))
 
 
